@@ -1,0 +1,1 @@
+"""Gymnasium environments of worldsim. Ids are registered when ``worldsim`` is imported."""

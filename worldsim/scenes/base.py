@@ -1,0 +1,94 @@
+"""What every scene family provides, and the cameras it is seen through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CameraRig:
+    """A pinhole camera of a scene, given in world coordinates.
+
+    ``follow`` names a body whose world x position is added to ``pos_m`` and ``target_m`` at every
+    frame (a camera that tracks the ego car along the road); ``None`` is a fixed camera. The image's
+    up direction is ``up``; both engines build their view from these same numbers.
+    """
+
+    name: str
+    pos_m: tuple[float, float, float]
+    target_m: tuple[float, float, float]
+    up: tuple[float, float, float]
+    fovy_deg: float
+    follow: str | None = None
+
+    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Camera right, up and backward unit vectors (the MuJoCo camera frame: it looks along -z)."""
+        forward = np.subtract(self.target_m, self.pos_m).astype(float)
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, self.up)
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        return right, up, -forward
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A movable object of a scene as metrics see it: id in segmentation, name, flat colour, size."""
+
+    object_id: int
+    name: str
+    colour: str
+    size_m: float
+
+
+@dataclass(frozen=True)
+class Family:
+    """A scene family: its spec type, samplers, prompt grammar, MJCF builder, cameras and task."""
+
+    name: str
+    spec_type: type
+    sample: Callable[[np.random.Generator, str], Any]
+    caption: Callable[[Any], str]
+    parse: Callable[[str], Any]
+    to_mjcf: Callable[[Any], str]
+    cameras: tuple[CameraRig, ...]
+    objects: Callable[[Any], tuple[ObjectInfo, ...]]
+    from_dict: Callable[[dict], Any]
+    control_hz: float = 10.0
+    substeps: int = 50
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def timestep_s(self) -> float:
+        return 1.0 / (self.control_hz * self.substeps)
+
+    def camera(self, name: str | None = None) -> CameraRig:
+        if name is None:
+            return self.cameras[0]
+        for cam in self.cameras:
+            if cam.name == name:
+                return cam
+        raise ValueError(f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}")
+
+
+def quantise(value: float) -> float:
+    """Round to the prompt grammar's two-decimal grid, so captions round-trip exactly."""
+    out = round(float(value), 2)
+    return 0.0 if out == 0 else out
+
+
+def uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return quantise(rng.uniform(low, high))
+
+
+SPLITS = ("id", "ood")
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
