@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from worldsim.physics import state as state_schema  # noqa: E402
 from worldsim.physics.base import check_action, perturbation  # noqa: E402
 from worldsim.physics.camera import CameraParams, camera_params  # noqa: E402
+from worldsim.physics.drive_state import drive_state  # noqa: E402
 from worldsim.scenes import family_of  # noqa: E402
 from worldsim.scenes import drive, push  # noqa: E402
 from worldsim.scenes.base import Family  # noqa: E402
@@ -266,35 +267,6 @@ class _DriveAdapter:
         pos = ego.xpos[:2].copy()
         lead, ped = d.mocap_pos[0, :2].copy(), d.mocap_pos[1, :2].copy()
         return drive_state(spec, pos, yaw, vel, lead, ped, sim._collided)
-
-
-def drive_state(
-    spec: drive.DriveSpec,
-    ego_pos_m: np.ndarray,
-    yaw_rad: float,
-    vel_mps: np.ndarray,
-    lead_pos_m: np.ndarray,
-    ped_pos_m: np.ndarray,
-    collided: bool,
-) -> dict[str, np.ndarray]:
-    """The Drive state from the raw poses, shared by both engines so derived quantities agree."""
-    heading = np.array([np.cos(yaw_rad), np.sin(yaw_rad)])
-    far = drive.NO_AGENT_DISTANCE_M
-    gap = lead_pos_m[0] - ego_pos_m[0] - 2 * drive.CAR_HALF[0] if spec.lead_colour else far
-    ped_dist = float(np.linalg.norm(ped_pos_m - ego_pos_m)) if spec.ped_colour else far
-    return {
-        "ego_pos_m": ego_pos_m,
-        "ego_yaw_rad": yaw_rad,
-        "ego_speed_mps": float(vel_mps @ heading),
-        "ego_vel_mps": vel_mps,
-        "lane_offset_m": ego_pos_m[1] - drive.lane_y(spec.ego_lane),
-        "on_road": float(abs(ego_pos_m[1]) <= drive.ROAD_HALF_WIDTH_M),
-        "lead_pos_m": lead_pos_m,
-        "ped_pos_m": ped_pos_m,
-        "dist_lead_m": min(gap, far),
-        "dist_ped_m": min(ped_dist, far),
-        "collision": float(collided),
-    }
 
 
 ADAPTERS: dict[str, Any] = {"balls": _BallsAdapter, "push": _PushAdapter, "drive": _DriveAdapter}

@@ -43,7 +43,7 @@ WHEELS = ("fl", "fr", "rl", "rr")
 
 CAMERAS = (
     CameraRig(
-        "follow", pos_m=(3.5, 0.0, 20.0), target_m=(3.5, 0.0, 0.0), up=(1.0, 0.0, 0.0), fovy_deg=33.4, follow="ego"
+        "follow", pos_m=(3.5, 0.0, 20.0), target_m=(3.5, 0.0, 0.0), up=(1.0, 0.0, 0.0), fovy_deg=33.2, follow="ego"
     ),
 )
 

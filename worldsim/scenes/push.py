@@ -23,7 +23,7 @@ HALF_TABLE_M = 0.5  # table top spans x, y in [-0.5, 0.5]
 RIM_M = 0.03  # rim half thickness
 RIM_HEIGHT_M = 0.06
 OBJECT_HALF_HEIGHT_M = 0.04
-PUSHER_RADIUS_M = 0.07
+PUSHER_RADIUS_M = 0.075
 PUSHER_HALF_HEIGHT_M = 0.03
 PUSHER_MASS_KG = 1.0
 PUSHER_SPEED_MPS = 0.5
@@ -34,7 +34,7 @@ GOAL_RADIUS_M = 0.05
 OBJECT_COLOURS_USED = ("red", "blue", "green", "yellow")
 SHAPES = ("box", "cylinder")
 
-CAMERAS = (CameraRig("top", pos_m=(0.0, 0.0, 2.0), target_m=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0), fovy_deg=33.0),)
+CAMERAS = (CameraRig("top", pos_m=(0.0, 0.0, 2.0), target_m=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0), fovy_deg=31.8),)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class PushSpec:
     family = "push"
 
 
-_ID = dict(size=(0.07, 0.10), mass=(0.3, 1.0), friction=(0.3, 0.6))
+_ID = dict(size=(0.08, 0.10), mass=(0.3, 1.0), friction=(0.3, 0.6))
 _OOD = dict(size=(0.11, 0.13), mass=(1.5, 2.5), friction=(0.7, 0.9))
 
 
