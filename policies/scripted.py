@@ -59,9 +59,10 @@ class DriveController:
 
     def __init__(self, cruise_mps: float = 8.0) -> None:
         self.cruise_mps = cruise_mps
+        self.prev_ped_y: float | None = None
 
     def reset(self, state: dict[str, np.ndarray]) -> None:
-        pass
+        self.prev_ped_y = None
 
     def act(self, state: dict[str, np.ndarray]) -> np.ndarray:
         offset, yaw = float(state["lane_offset_m"]), float(state["ego_yaw_rad"])
@@ -70,7 +71,12 @@ class DriveController:
         target = min(target, max(0.0, 0.6 * (float(state["dist_lead_m"]) - 5.0)))
         ego, ped = state["ego_pos_m"], state["ped_pos_m"]
         ahead = float(ped[0] - ego[0])
-        if abs(float(ped[1])) < drive.ROAD_HALF_WIDTH_M + 1.5 and -2.0 < ahead < 30.0:
+        lateral = float(ped[1] - ego[1])
+        moving = 0.0 if self.prev_ped_y is None else float(ped[1]) - self.prev_ped_y
+        self.prev_ped_y = float(ped[1])
+        in_path = abs(lateral) < drive.CAR_HALF[1] + drive.PED_RADIUS_M + 1.0
+        approaching = abs(float(ped[1])) < drive.ROAD_HALF_WIDTH_M + 1.5 and lateral * moving < 0
+        if (in_path or approaching) and -2.0 < ahead < 30.0:
             target = min(target, max(0.0, 0.6 * (ahead - 8.0)))
         pedal = 0.4 * (target - float(state["ego_speed_mps"]))
         return np.clip([steer, pedal], -1.0, 1.0).astype(np.float32)
