@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from worldsim.physics import state as state_schema  # noqa: E402
 from worldsim.physics.base import check_action, perturbation  # noqa: E402
 from worldsim.physics.camera import CameraParams, camera_params  # noqa: E402
+from worldsim.physics.mujoco_render import OffscreenRenderer  # noqa: E402
 from worldsim.physics.drive_state import drive_state  # noqa: E402
 from worldsim.scenes import family_of  # noqa: E402
 from worldsim.scenes import drive, push  # noqa: E402
@@ -32,8 +33,7 @@ class MujocoSimulator:
         self.spec: Any = None
         self.model: mujoco.MjModel | None = None
         self.data: mujoco.MjData | None = None
-        self._renderer: mujoco.Renderer | None = None
-        self._seg_renderer: mujoco.Renderer | None = None
+        self._renderer: OffscreenRenderer | None = None
         self._adapter = ADAPTERS[self.family.name]
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -42,8 +42,9 @@ class MujocoSimulator:
         if not isinstance(spec, self.family.spec_type):
             raise TypeError(f"{self.family.name} simulator needs a {self.family.spec_type.__name__}, got {spec!r}")
         self.spec = spec
-        self.close()
         self.model = mujoco.MjModel.from_xml_string(self.family.to_mjcf(spec))
+        if self._renderer is not None:
+            self._renderer.set_model(self.model)
         self.data = mujoco.MjData(self.model)
         mujoco.mj_resetDataKeyframe(self.model, self.data, 0)
         self._adapter.reset(self, perturbation(seed, self._adapter.n_perturbed(self), perturbation_m))
@@ -51,10 +52,9 @@ class MujocoSimulator:
         self._geom_to_object = self._adapter.geom_objects(self)
 
     def close(self) -> None:
-        for r in (self._renderer, self._seg_renderer):
-            if r is not None:
-                r.close()
-        self._renderer = self._seg_renderer = None
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     # -- dynamics -------------------------------------------------------------------------------
 
@@ -88,30 +88,25 @@ class MujocoSimulator:
 
     def render(self, camera: str | None = None) -> np.ndarray:
         """RGB frame ``uint8[H, W, 3]``."""
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self._require(), self.height, self.width)
-        self._update_scene(self._renderer, camera)
-        return self._renderer.render().copy()
+        return self._prepared_renderer().render(self.data, self._place_camera(camera))
 
     def segment(self, camera: str | None = None) -> np.ndarray:
         """Object ids ``int32[H, W]``: 0 for scenery, ``ObjectInfo.object_id`` for movable objects."""
-        if self._seg_renderer is None:
-            self._seg_renderer = mujoco.Renderer(self._require(), self.height, self.width)
-            self._seg_renderer.enable_segmentation_rendering()
-        self._update_scene(self._seg_renderer, camera)
-        seg = self._seg_renderer.render()
-        geom_ids, obj_types = seg[..., 0], seg[..., 1]
-        out = np.zeros((self.height, self.width), dtype=np.int32)
-        is_geom = (obj_types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (geom_ids >= 0)
-        out[is_geom] = self._geom_to_object[geom_ids[is_geom]]
-        return out
+        return self._prepared_renderer().segment(self.data, self._place_camera(camera), self._geom_to_object)
 
-    def _update_scene(self, renderer: mujoco.Renderer, camera: str | None) -> None:
+    def _prepared_renderer(self) -> OffscreenRenderer:
+        if self._renderer is None:
+            self._renderer = OffscreenRenderer(self.width, self.height)
+            self._renderer.set_model(self._require())
+        return self._renderer
+
+    def _place_camera(self, camera: str | None) -> int:
+        """The camera's id, with a follow camera moved to its body's current x."""
         rig = self.family.camera(camera)
         cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, rig.name)
         if rig.follow is not None:
             self.data.cam_xpos[cam_id] = np.asarray(rig.pos_m) + np.array([self._follow_x(rig.follow), 0.0, 0.0])
-        renderer.update_scene(self.data, camera=cam_id)
+        return cam_id
 
     def _follow_x(self, body: str | None) -> float:
         if body is None:

@@ -235,7 +235,7 @@ def _visual_box(name: str, x0: float, x1: float, y: float, half_w: float, z: flo
 
 def road_geoms() -> list[str]:
     g = [
-        '    <geom name="ground" type="plane" pos="400 0 0" size="700 60 0.1" material="grass" contype="0" conaffinity="0"/>',
+        '    <geom name="ground" type="plane" pos="400 0 0" size="700 60 50" material="grass" contype="0" conaffinity="0"/>',
         _visual_box("road", ROAD_START_M, ROAD_END_M, 0.0, ROAD_HALF_WIDTH_M, 0.0005, "road"),
     ]
     edge = ROAD_HALF_WIDTH_M - MARK_HALF_WIDTH_M - 0.05

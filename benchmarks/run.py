@@ -1,0 +1,86 @@
+"""``make bench``: throughput of the truth envs and of dataset collection, written as JSON.
+
+Every figure is measured in this one run, side by side, so ratios between them are meaningful on a
+shared, noisy machine. Usage: ``python benchmarks/run.py [steps=300] [out=benchmarks/results]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import worldsim  # noqa: E402
+from worldsim.registration import TRUTH_ENVS  # noqa: E402
+
+
+def env_steps_per_s(env_id: str, backend: str, obs: str, steps: int) -> float:
+    """Steps per second of one env in this process, random actions, resets included."""
+    env = gym.make(env_id, backend=backend, obs=obs)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(5):  # warm up (renderer context, first model build)
+        env.step(rng.uniform(-1, 1, 2))
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+def collection_frames_per_s(scene: str, episodes: int, max_steps: int) -> dict:
+    from worldsim.data.collect import collect
+    from worldsim.data.loader import load_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        path = collect(scene, episodes=episodes, out=Path(tmp) / scene, num_envs=2, max_steps=max_steps, progress=False)
+        elapsed = time.perf_counter() - start
+        data = load_dataset(path)
+        frames = sum(len(data.episode(i)["actions"]) for i in range(len(data)))
+    return {"episodes": episodes, "frames": frames, "seconds": elapsed, "frames_per_s": frames / elapsed}
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    steps = int(args.get("steps", 300))
+    out = Path(args.get("out", "benchmarks/results"))
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
+        "worldsim": worldsim.__version__,
+        "steps_per_s": {},
+        "collection_2_workers": {},
+        "target": "Balls, MuJoCo, 64x64 pixels, one process: >= 500 steps/s",
+    }
+    for env_id in TRUTH_ENVS:
+        for backend in ("mujoco", "pybullet"):
+            for obs in ("pixels", "state"):
+                sps = env_steps_per_s(env_id, backend, obs, steps)
+                results["steps_per_s"][f"{env_id}|{backend}|{obs}"] = round(sps, 1)
+                print(f"{env_id:22s} {backend:9s} {obs:7s} {sps:8.1f} steps/s", flush=True)
+    for scene in ("balls", "push", "drive"):
+        r = collection_frames_per_s(scene, episodes=6, max_steps=100)
+        results["collection_2_workers"][scene] = {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
+        print(f"collect {scene:6s} 2 workers {r['frames_per_s']:8.1f} frames/s", flush=True)
+    balls = results["steps_per_s"]["worldsim/Balls-v0|mujoco|pixels"]
+    results["target_met"] = balls >= 500
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "truth_envs.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
