@@ -46,7 +46,9 @@ def collection_frames_per_s(scene: str, episodes: int, max_steps: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        path = collect(scene, episodes=episodes, out=Path(tmp) / scene, num_envs=2, max_steps=max_steps, progress=False)
+        path = collect(
+            scene, episodes=episodes, out=Path(tmp) / scene, num_envs=2, max_steps=max_steps, progress=False
+        )
         elapsed = time.perf_counter() - start
         data = load_dataset(path)
         frames = sum(len(data.episode(i)["actions"]) for i in range(len(data)))
@@ -58,7 +60,11 @@ def main(argv: list[str]) -> None:
     steps = int(args.get("steps", 300))
     out = Path(args.get("out", "benchmarks/results"))
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
         "worldsim": worldsim.__version__,
         "steps_per_s": {},
         "collection_2_workers": {},
@@ -72,7 +78,9 @@ def main(argv: list[str]) -> None:
                 print(f"{env_id:22s} {backend:9s} {obs:7s} {sps:8.1f} steps/s", flush=True)
     for scene in ("balls", "push", "drive"):
         r = collection_frames_per_s(scene, episodes=6, max_steps=100)
-        results["collection_2_workers"][scene] = {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
+        results["collection_2_workers"][scene] = {
+            k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()
+        }
         print(f"collect {scene:6s} 2 workers {r['frames_per_s']:8.1f} frames/s", flush=True)
     balls = results["steps_per_s"]["worldsim/Balls-v0|mujoco|pixels"]
     results["target_met"] = balls >= 500

@@ -50,7 +50,9 @@ def test_drive_controller_keeps_lane_and_avoids_agents():
 def test_drive_controller_brakes_for_a_crossing_pedestrian():
     from worldsim.scenes import parse_prompt
 
-    spec = parse_prompt("drive: red ego car, lane 0, speed 8 m/s; magenta pedestrian, x 30 m, start 0.5 s, speed 1.2 m/s")
+    spec = parse_prompt(
+        "drive: red ego car, lane 0, speed 8 m/s; magenta pedestrian, x 30 m, start 0.5 s, speed 1.2 m/s"
+    )
     env = gym.make(TRUTH_IDS["drive"], obs="state", spec=spec)
     _, info = env.reset(seed=0)
     policy = make_policy("drive", "scripted")

@@ -13,10 +13,13 @@ import numpy as np  # noqa: E402
 from worldsim.physics import state as state_schema  # noqa: E402
 from worldsim.physics.base import check_action, perturbation  # noqa: E402
 from worldsim.physics.camera import CameraParams, camera_params  # noqa: E402
-from worldsim.physics.mujoco_render import OffscreenRenderer  # noqa: E402
 from worldsim.physics.drive_state import drive_state  # noqa: E402
-from worldsim.scenes import family_of  # noqa: E402
-from worldsim.scenes import drive, push  # noqa: E402
+from worldsim.physics.mujoco_render import OffscreenRenderer  # noqa: E402
+from worldsim.scenes import (  # noqa: E402
+    drive,
+    family_of,  # noqa: E402
+    push,
+)
 from worldsim.scenes.base import Family  # noqa: E402
 
 
@@ -40,7 +43,9 @@ class MujocoSimulator:
 
     def reset(self, spec: Any, perturbation_m: float = 0.0, seed: int | None = None) -> None:
         if not isinstance(spec, self.family.spec_type):
-            raise TypeError(f"{self.family.name} simulator needs a {self.family.spec_type.__name__}, got {spec!r}")
+            raise TypeError(
+                f"{self.family.name} simulator needs a {self.family.spec_type.__name__}, got {spec!r}"
+            )
         self.spec = spec
         self.model = mujoco.MjModel.from_xml_string(self.family.to_mjcf(spec))
         if self._renderer is not None:
@@ -105,7 +110,9 @@ class MujocoSimulator:
         rig = self.family.camera(camera)
         cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, rig.name)
         if rig.follow is not None:
-            self.data.cam_xpos[cam_id] = np.asarray(rig.pos_m) + np.array([self._follow_x(rig.follow), 0.0, 0.0])
+            self.data.cam_xpos[cam_id] = np.asarray(rig.pos_m) + np.array(
+                [self._follow_x(rig.follow), 0.0, 0.0]
+            )
         return cam_id
 
     def _follow_x(self, body: str | None) -> float:
@@ -159,7 +166,9 @@ class _BallsAdapter:
     @staticmethod
     def state(sim: MujocoSimulator) -> dict[str, np.ndarray]:
         n = len(sim.spec.balls)
-        pos = np.array([[sim.data.body(f"ball{i}").xpos[0], sim.data.body(f"ball{i}").xpos[2]] for i in range(n)])
+        pos = np.array(
+            [[sim.data.body(f"ball{i}").xpos[0], sim.data.body(f"ball{i}").xpos[2]] for i in range(n)]
+        )
         vel = np.array(
             [
                 [sim.data.qvel[sim.joint_dof(f"ball{i}_x")], sim.data.qvel[sim.joint_dof(f"ball{i}_z")]]
@@ -200,7 +209,9 @@ class _PushAdapter:
         w, x, y, z = obj.xquat
         return {
             "pusher_pos_m": d.body("pusher").xpos[:2].copy(),
-            "pusher_vel_mps": np.array([d.qvel[sim.joint_dof("pusher_x")], d.qvel[sim.joint_dof("pusher_y")]]),
+            "pusher_vel_mps": np.array(
+                [d.qvel[sim.joint_dof("pusher_x")], d.qvel[sim.joint_dof("pusher_y")]]
+            ),
             "object_pos_m": obj.xpos[:2].copy(),
             "object_yaw_rad": np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)),
             "object_vel_mps": d.qvel[dof : dof + 2].copy(),

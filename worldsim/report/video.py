@@ -25,8 +25,14 @@ def write_mp4(frames_uint8: np.ndarray | Sequence[np.ndarray], path: str | Path,
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
     clip = ImageSequenceClip(frames, fps=fps).with_duration(len(frames) / fps)
     try:
-        clip.write_videofile(str(tmp), fps=fps, codec="libx264", audio=False, logger=None,
-                             ffmpeg_params=["-pix_fmt", "yuv420p"])
+        clip.write_videofile(
+            str(tmp),
+            fps=fps,
+            codec="libx264",
+            audio=False,
+            logger=None,
+            ffmpeg_params=["-pix_fmt", "yuv420p"],
+        )
         os.replace(tmp, path)
     finally:
         clip.close()

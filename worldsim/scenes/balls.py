@@ -31,7 +31,9 @@ ROLLING_FRICTION_M = 0.002
 BALL_COLOURS = ("red", "blue", "green", "yellow")
 MAX_BALLS = 3
 
-CAMERAS = (CameraRig("side", pos_m=(0.0, -3.4, 1.0), target_m=(0.0, 0.0, 1.0), up=(0.0, 0.0, 1.0), fovy_deg=36.0),)
+CAMERAS = (
+    CameraRig("side", pos_m=(0.0, -3.4, 1.0), target_m=(0.0, 0.0, 1.0), up=(0.0, 0.0, 1.0), fovy_deg=36.0),
+)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,12 @@ class BallsSpec:
 # ---------------------------------------------------------------------------------------------
 # samplers
 
-_ID = dict(radius=(0.14, 0.20), mass=(0.5, 2.0), restitution=(0.5, 0.85), friction=(0.3, 0.8), speed=(0.0, 2.0))
-_OOD = dict(radius=(0.21, 0.25), mass=(2.5, 4.0), restitution=(0.88, 0.95), friction=(0.1, 0.25), speed=(2.5, 3.5))
+_ID = dict(
+    radius=(0.14, 0.20), mass=(0.5, 2.0), restitution=(0.5, 0.85), friction=(0.3, 0.8), speed=(0.0, 2.0)
+)
+_OOD = dict(
+    radius=(0.21, 0.25), mass=(2.5, 4.0), restitution=(0.88, 0.95), friction=(0.1, 0.25), speed=(2.5, 3.5)
+)
 
 
 def sample(rng: np.random.Generator, split: str = "id") -> BallsSpec:

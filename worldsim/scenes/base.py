@@ -72,7 +72,9 @@ class Family:
         for cam in self.cameras:
             if cam.name == name:
                 return cam
-        raise ValueError(f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}")
+        raise ValueError(
+            f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}"
+        )
 
 
 def quantise(value: float) -> float:

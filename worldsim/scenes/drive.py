@@ -43,7 +43,12 @@ WHEELS = ("fl", "fr", "rl", "rr")
 
 CAMERAS = (
     CameraRig(
-        "follow", pos_m=(3.5, 0.0, 20.0), target_m=(3.5, 0.0, 0.0), up=(1.0, 0.0, 0.0), fovy_deg=33.2, follow="ego"
+        "follow",
+        pos_m=(3.5, 0.0, 20.0),
+        target_m=(3.5, 0.0, 0.0),
+        up=(1.0, 0.0, 0.0),
+        fovy_deg=33.2,
+        follow="ego",
     ),
 )
 
@@ -93,8 +98,12 @@ class DriveSpec:
         return lead, ped
 
 
-_ID = dict(speed=(5.0, 9.0), gap=(14.0, 30.0), lead_speed=(4.0, 8.0), ped_speed=(1.0, 1.8), friction=(0.8, 1.0))
-_OOD = dict(speed=(10.0, 12.0), gap=(10.0, 13.0), lead_speed=(8.5, 11.0), ped_speed=(2.0, 2.5), friction=(0.4, 0.6))
+_ID = dict(
+    speed=(5.0, 9.0), gap=(14.0, 30.0), lead_speed=(4.0, 8.0), ped_speed=(1.0, 1.8), friction=(0.8, 1.0)
+)
+_OOD = dict(
+    speed=(10.0, 12.0), gap=(10.0, 13.0), lead_speed=(8.5, 11.0), ped_speed=(2.0, 2.5), friction=(0.4, 0.6)
+)
 
 
 def sample(rng: np.random.Generator, split: str = "id") -> DriveSpec:
@@ -169,10 +178,14 @@ def caption(spec: DriveSpec) -> str:
     ]
     if spec.lead_colour:
         values = (spec.lead_gap_m, spec.lead_speed_mps)
-        clauses.append(prompts.format_clause(f"{spec.lead_colour} lead car", list(zip(_LEAD, values, strict=True))))
+        clauses.append(
+            prompts.format_clause(f"{spec.lead_colour} lead car", list(zip(_LEAD, values, strict=True)))
+        )
     if spec.ped_colour:
         values = (spec.ped_x_m, spec.ped_start_s, spec.ped_speed_mps, spec.ped_side)
-        clauses.append(prompts.format_clause(f"{spec.ped_colour} pedestrian", list(zip(_PED, values, strict=True))))
+        clauses.append(
+            prompts.format_clause(f"{spec.ped_colour} pedestrian", list(zip(_PED, values, strict=True)))
+        )
     clauses.append(prompts.format_clause("road", [(_ROAD[0], spec.friction)]))
     return prompts.format_prompt("drive", clauses)
 
@@ -298,7 +311,10 @@ def to_mjcf(spec: DriveSpec) -> str:
         f'    <position name="steer_{w}" joint="{w}_steer" kp="3000" ctrlrange="{-MAX_STEER_RAD} {MAX_STEER_RAD}"/>'
         for w in ("fl", "fr")
     ]
-    acts += [f'    <motor name="drive_{w}" joint="{w}_spin" gear="{MOTOR_TORQUE_NM}" ctrlrange="0 1"/>' for w in ("rl", "rr")]
+    acts += [
+        f'    <motor name="drive_{w}" joint="{w}_spin" gear="{MOTOR_TORQUE_NM}" ctrlrange="0 1"/>'
+        for w in ("rl", "rr")
+    ]
     v = spec.ego_speed_mps
     w0 = v / WHEEL_RADIUS_M
     qpos = f"0 {y0} 0.45 1 0 0 0 " + " ".join(["0"] * 6)  # free joint, fl steer+spin, fr steer+spin, rl, rr
@@ -320,7 +336,9 @@ def to_mjcf(spec: DriveSpec) -> str:
         ("lead", spec.lead_colour or "wall"),
         ("ped", spec.ped_colour or "wall"),
     ]
-    return document("drive", FAMILY.timestep_s, materials, "\n".join(road_geoms() + car + agents), extra, CAMERAS)
+    return document(
+        "drive", FAMILY.timestep_s, materials, "\n".join(road_geoms() + car + agents), extra, CAMERAS
+    )
 
 
 def objects(spec: DriveSpec) -> tuple[ObjectInfo, ...]:

@@ -129,7 +129,9 @@ def parse_clauses(
         for part in parts[1:]:
             words = part.lower().split()
             if len(words) < 2:
-                raise PromptError(f"attribute {part!r} in clause {raw!r} needs a name and a number\n{help_text}")
+                raise PromptError(
+                    f"attribute {part!r} in clause {raw!r} needs a name and a number\n{help_text}"
+                )
             name, number, unit = words[0], words[1], " ".join(words[2:])
             if name not in known:
                 guess = nearest(name, list(known))

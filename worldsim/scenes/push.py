@@ -34,7 +34,9 @@ GOAL_RADIUS_M = 0.05
 OBJECT_COLOURS_USED = ("red", "blue", "green", "yellow")
 SHAPES = ("box", "cylinder")
 
-CAMERAS = (CameraRig("top", pos_m=(0.0, 0.0, 2.0), target_m=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0), fovy_deg=31.8),)
+CAMERAS = (
+    CameraRig("top", pos_m=(0.0, 0.0, 2.0), target_m=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0), fovy_deg=31.8),
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,14 @@ def caption(spec: PushSpec) -> str:
         list(
             zip(
                 _OBJECT_ATTRS,
-                (spec.size_m, spec.mass_kg, spec.friction, spec.object_x_m, spec.object_y_m, spec.object_yaw_rad),
+                (
+                    spec.size_m,
+                    spec.mass_kg,
+                    spec.friction,
+                    spec.object_x_m,
+                    spec.object_y_m,
+                    spec.object_yaw_rad,
+                ),
                 strict=True,
             )
         ),
@@ -246,15 +255,27 @@ def to_mjcf(spec: PushSpec) -> str:
         f'forcerange="{-PUSHER_FORCE_N} {PUSHER_FORCE_N}"/>',
     ]
     extra = (
-        "  <contact>\n" + "\n".join(pairs) + "\n  </contact>\n  <actuator>\n" + "\n".join(acts) + "\n  </actuator>"
+        "  <contact>\n"
+        + "\n".join(pairs)
+        + "\n  </contact>\n  <actuator>\n"
+        + "\n".join(acts)
+        + "\n  </actuator>"
     )
-    materials = [("table", "table"), ("rim", "rim"), ("goal", "goal"), ("object", spec.colour), ("pusher", "pusher")]
+    materials = [
+        ("table", "table"),
+        ("rim", "rim"),
+        ("goal", "goal"),
+        ("object", spec.colour),
+        ("pusher", "pusher"),
+    ]
     return document("push", FAMILY.timestep_s, materials, "\n".join(geoms + bodies), extra, CAMERAS)
 
 
 def _pair(g1: str, g2: str, friction: float) -> str:
     mu = max(friction, 1e-4)
-    return f'    <pair geom1="{g1}" geom2="{g2}" condim="3" friction="{mu:.4f} {mu:.4f} 0.005 0.0001 0.0001"/>'
+    return (
+        f'    <pair geom1="{g1}" geom2="{g2}" condim="3" friction="{mu:.4f} {mu:.4f} 0.005 0.0001 0.0001"/>'
+    )
 
 
 def objects(spec: PushSpec) -> tuple[ObjectInfo, ...]:
