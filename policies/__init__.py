@@ -14,6 +14,7 @@ from policies.random import RandomPolicy, SmoothRandomPolicy
 from policies.scripted import CONTROLLERS, BallsController, DriveController, PushController
 
 KINDS = ("random", "smooth", "scripted", "mixture")
+MIXTURE_NOISE_SCALE = {"drive": (0.3, 1.0)}  # steering noise, throttle noise
 
 
 def make_policy(family: str, kind: str = "mixture", rng: np.random.Generator | None = None):
@@ -28,7 +29,10 @@ def make_policy(family: str, kind: str = "mixture", rng: np.random.Generator | N
     if kind == "scripted":
         return CONTROLLERS[family]()
     if kind == "mixture":
-        return MixturePolicy(CONTROLLERS[family](), rng)
+        scripted = (
+            DriveController(rng=rng, lane_change_rate=0.03) if family == "drive" else CONTROLLERS[family]()
+        )
+        return MixturePolicy(scripted, rng, MIXTURE_NOISE_SCALE.get(family, (1.0, 1.0)))
     raise ValueError(f"unknown policy kind {kind!r}; kinds: {', '.join(KINDS)}")
 
 

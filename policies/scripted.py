@@ -55,19 +55,34 @@ class PushController:
 
 
 class DriveController:
-    """Lane keeping (PD on lane offset and heading), speed keeping, and braking for what is ahead."""
+    """Lane keeping (PD on lane offset and heading), speed keeping, and braking for what is ahead.
 
-    def __init__(self, cruise_mps: float = 8.0) -> None:
-        self.cruise_mps = cruise_mps
+    With an ``rng``, it also explores as a driver would: a cruise speed drawn per episode and lane
+    changes at random moments (``lane_change_rate`` per step), so datasets show lateral motion.
+    """
+
+    def __init__(
+        self, cruise_mps: float = 8.0, rng: np.random.Generator | None = None, lane_change_rate: float = 0.0
+    ) -> None:
+        self.cruise_mps, self.rng, self.lane_change_rate = cruise_mps, rng, lane_change_rate
+        self.speed = cruise_mps
+        self.target_offset_m = 0.0
         self.prev_ped_y: float | None = None
 
     def reset(self, state: dict[str, np.ndarray]) -> None:
         self.prev_ped_y = None
+        self.target_offset_m = 0.0
+        self.speed = self.cruise_mps if self.rng is None else float(self.rng.uniform(5.0, 10.0))
 
     def act(self, state: dict[str, np.ndarray]) -> np.ndarray:
         offset, yaw = float(state["lane_offset_m"]), float(state["ego_yaw_rad"])
-        steer = -0.35 * offset - 1.6 * yaw
-        target = self.cruise_mps
+        if self.rng is not None and self.rng.random() < self.lane_change_rate:
+            own_lane_y = float(state["ego_pos_m"][1]) - offset
+            other = -np.sign(own_lane_y) * drive.LANE_WIDTH_M  # the other lane, relative to the own lane
+            self.target_offset_m = other if self.target_offset_m == 0.0 else 0.0
+        error = offset - self.target_offset_m
+        steer = -0.35 * float(np.clip(error, -1.5, 1.5)) - 1.6 * yaw
+        target = self.speed
         target = min(target, max(0.0, 0.6 * (float(state["dist_lead_m"]) - 5.0)))
         ego, ped = state["ego_pos_m"], state["ped_pos_m"]
         ahead = float(ped[0] - ego[0])
