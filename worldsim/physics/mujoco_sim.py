@@ -74,6 +74,9 @@ class MujocoSimulator:
             for _ in range(self.family.substeps):
                 hook(self)
                 mujoco.mj_step(self.model, self.data)
+        # mj_step leaves positions (xpos, cameras, contacts) computed before its last integration:
+        # recompute them so state() and render() show the state at the end of the control period.
+        mujoco.mj_forward(self.model, self.data)
 
     @property
     def time_s(self) -> float:

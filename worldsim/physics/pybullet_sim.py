@@ -79,7 +79,9 @@ class PybulletSimulator:
 
     def reset(self, spec: Any, perturbation_m: float = 0.0, seed: int | None = None) -> None:
         if not isinstance(spec, self.family.spec_type):
-            raise TypeError(f"{self.family.name} simulator needs a {self.family.spec_type.__name__}, got {spec!r}")
+            raise TypeError(
+                f"{self.family.name} simulator needs a {self.family.spec_type.__name__}, got {spec!r}"
+            )
         self.spec = spec
         if self._client is None:
             self._client = BulletClient(connection_mode=pybullet.DIRECT)
@@ -90,10 +92,9 @@ class PybulletSimulator:
             fixedTimeStep=self.family.timestep_s,
             numSubSteps=1,
             deterministicOverlappingPairs=1,
-            contactBreakingThreshold=CONTACT_BREAKING_M,
-            restitutionVelocityThreshold=0.0,
         )
         twin_type = TWINS[self.family.name]
+        c.setPhysicsEngineParameter(**twin_type.ENGINE)
         offsets = perturbation(seed, twin_type.n_perturbed(spec), perturbation_m)
         self._twin = twin_type(c, spec, offsets)
         self._n_substeps = 0
@@ -104,12 +105,6 @@ class PybulletSimulator:
             self._client.disconnect()
         self._client = None
         self._twin = None
-
-    def __del__(self) -> None:  # a DIRECT client lives in this process; free it with the simulator
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn pybullet down already
-            pass
 
     # -- dynamics -------------------------------------------------------------------------------
 
@@ -140,26 +135,34 @@ class PybulletSimulator:
 
     def render(self, camera: str | None = None) -> np.ndarray:
         """RGB frame ``uint8[H, W, 3]``."""
-        return self._render(camera)[0]
+        return self._render(camera)[0].copy()
 
     def segment(self, camera: str | None = None) -> np.ndarray:
         """Object ids ``int32[H, W]``: 0 for scenery, ``ObjectInfo.object_id`` for movable objects."""
-        return self._render(camera)[1]
+        return self._render(camera)[1].copy()
 
     def _render(self, camera: str | None) -> tuple[np.ndarray, np.ndarray]:
         # One TinyRenderer pass gives both colours and the mask; keep it until the world moves.
         twin = self._require()
         rig = self.family.camera(camera)
-        key = (rig.name, self._n_substeps, id(twin))
+        key = (rig.name, self._n_substeps)
         if self._frame_key == key and self._frame is not None:
             return self._frame
         shift = np.array([twin.follow_x(rig.follow), 0.0, 0.0])
         c = self._client
-        view = c.computeViewMatrix(np.add(rig.pos_m, shift).tolist(), np.add(rig.target_m, shift).tolist(), rig.up)
+        view = c.computeViewMatrix(
+            np.add(rig.pos_m, shift).tolist(), np.add(rig.target_m, shift).tolist(), rig.up
+        )
         distance = float(np.linalg.norm(np.subtract(rig.target_m, rig.pos_m)))
         # The near plane sits well in front of the scene: TinyRenderer's depth buffer then resolves the
         # millimetre steps between road, markings and goal discs without flicker.
-        proj = c.computeProjectionMatrixFOV(rig.fovy_deg, self.width / self.height, 0.1 * distance, 10.0 * distance)
+        proj = list(
+            c.computeProjectionMatrixFOV(
+                rig.fovy_deg, self.width / self.height, 0.1 * distance, 10.0 * distance
+            )
+        )
+        proj[8] += 1.0 / self.width
+        proj[9] += 1.0 / self.height
         _, _, rgba_px, _, seg = c.getCameraImage(
             self.width,
             self.height,
@@ -190,6 +193,8 @@ class PybulletSimulator:
 class _World:
     """Shared pieces of every twin: body creation, dynamics settings and the segmentation table."""
 
+    ENGINE: dict[str, float] = {}  # engine parameters of this family, on top of the common ones
+
     def __init__(self, client: BulletClient) -> None:
         self.c = client
         self._seg_objects: dict[tuple[int, int], int] = {}  # (body id, link index) -> object id
@@ -198,14 +203,13 @@ class _World:
         self,
         half_m: tuple[float, float, float],
         pos_m: tuple[float, float, float],
-        colour: str | None,
+        colour: str,
         collide: bool = True,
-        yaw_rad: float = 0.0,
     ) -> int:
-        """A fixed box; ``colour=None`` makes it invisible, ``collide=False`` visual only."""
+        """A fixed box of flat ``colour``; ``collide=False`` makes it visual only."""
         col = self.c.createCollisionShape(pybullet.GEOM_BOX, halfExtents=half_m) if collide else -1
-        vis = self.c.createVisualShape(pybullet.GEOM_BOX, halfExtents=half_m, rgbaColor=rgba(colour)) if colour else -1
-        return self.c.createMultiBody(0.0, col, vis, pos_m, quat_yaw(yaw_rad))
+        vis = self.c.createVisualShape(pybullet.GEOM_BOX, halfExtents=half_m, rgbaColor=rgba(colour))
+        return self.c.createMultiBody(0.0, col, vis, pos_m)
 
     def static_cylinder(self, radius_m: float, half_height_m: float, pos_m: tuple, colour: str) -> int:
         """A fixed, visual-only upright cylinder (markers)."""
@@ -214,21 +218,35 @@ class _World:
         )
         return self.c.createMultiBody(0.0, -1, vis, pos_m)
 
-    def dynamics(self, body: int, link: int = -1, **kwargs: Any) -> None:
-        """Set contact and damping properties; Bullet's default damping and sleeping are turned off."""
-        self.c.changeDynamics(
-            body,
-            link,
-            linearDamping=0.0,
-            angularDamping=0.0,
-            activationState=pybullet.ACTIVATION_STATE_DISABLE_SLEEPING,
-            **kwargs,
-        )
+    def properties(self, body: int, link: int = -1, **kwargs: Any) -> None:
+        """Set contact and inertia properties of one body or link, and check that they took.
 
-    def free_joints(self, body: int) -> None:
-        """Switch off the velocity motors PyBullet puts on every joint, so joints move freely."""
-        n = self.c.getNumJoints(body)
-        self.c.setJointMotorControlArray(body, list(range(n)), pybullet.VELOCITY_CONTROL, forces=[0.0] * n)
+        PyBullet silently drops arguments of a ``changeDynamics`` call in some combinations (a
+        link's friction next to ``linearDamping``, everything next to ``activationState``), so these
+        get a call of their own and are read back.
+        """
+        self.c.changeDynamics(body, link, **kwargs)
+        info = self.c.getDynamicsInfo(body, link)
+        got = {"lateralFriction": info[1], "localInertiaDiagonal": info[2], "restitution": info[5]}
+        got["rollingFriction"] = info[6]
+        for key, want in kwargs.items():
+            if not np.allclose(got[key], want, rtol=1e-6, atol=1e-9):
+                raise RuntimeError(
+                    f"PyBullet kept {key}={got[key]} for body {body} link {link}; wanted {want}"
+                )
+
+    def movable(self, body: int, links: range | list[int]) -> None:
+        """Turn off what Bullet adds to moving bodies and MuJoCo lacks: velocity damping, sleeping,
+        the 100 rad/s joint speed cap, and a velocity motor on every joint."""
+        c = self.c
+        c.changeDynamics(body, -1, linearDamping=0.0, angularDamping=0.0)
+        for link in (-1, *links):
+            c.changeDynamics(body, link, activationState=pybullet.ACTIVATION_STATE_DISABLE_SLEEPING)
+            if link >= 0:
+                c.changeDynamics(body, link, maxJointVelocity=1000.0)
+        if links:
+            n = len(links)
+            c.setJointMotorControlArray(body, list(links), pybullet.VELOCITY_CONTROL, forces=[0.0] * n)
 
     def label(self, body: int, link: int, object_id: int) -> None:
         self._seg_objects[(body, link)] = object_id
@@ -256,6 +274,42 @@ class _World:
         """Observe the substep just taken (contacts)."""
 
 
+def sphere_mesh(radius_m: float, segments: int = 32, rings: int = 8) -> tuple[list[list[float]], list[int]]:
+    """Vertices and triangle indices of a sphere whose poles lie on the y axis.
+
+    TinyRenderer draws ``GEOM_SPHERE`` as a coarse polyhedron whose outline covers 6 % less area
+    than the ball; this mesh's outline seen along y (the Balls camera axis, also the spin axis) is
+    a regular ``segments``-gon, within 1 % of the circle and unchanged as the ball spins.
+    """
+    theta = 2 * np.pi * np.arange(segments) / segments
+    verts = [[0.0, -radius_m, 0.0], [0.0, radius_m, 0.0]]
+    for phi in np.linspace(0.0, np.pi, rings + 1)[1:-1]:
+        ring = radius_m * np.sin(phi)
+        verts += [[ring * np.cos(t), -radius_m * np.cos(phi), ring * np.sin(t)] for t in theta]
+
+    def v(ring: int, k: int) -> int:
+        return 2 + ring * segments + k % segments
+
+    tris: list[int] = []
+    for k in range(segments):
+        tris += [0, v(0, k + 1), v(0, k), 1, v(rings - 2, k), v(rings - 2, k + 1)]
+        for ring in range(rings - 2):
+            tris += [
+                v(ring, k),
+                v(ring, k + 1),
+                v(ring + 1, k + 1),
+                v(ring, k),
+                v(ring + 1, k + 1),
+                v(ring + 1, k),
+            ]
+    return verts, tris
+
+
+# PyBullet keeps every mesh made from new vertex lists until the process ends (~170 kB per reset
+# of a Balls world); one unit sphere, scaled per ball, is made once.
+UNIT_SPHERE = sphere_mesh(1.0)
+
+
 def _inertia_box(mass_kg: float, half: tuple[float, float, float]) -> list[float]:
     x, y, z = (2 * h for h in half)
     return [mass_kg * (y * y + z * z) / 12, mass_kg * (x * x + z * z) / 12, mass_kg * (x * x + y * y) / 12]
@@ -279,6 +333,14 @@ class _BallsTwin(_World):
     pair is ``rf_a * mu_b + rf_b * mu_a``, so a ball's rolling friction against scenery is the MJCF's.
     """
 
+    # Bullet's position correction pushes a penetrating ball out with extra speed: a ball of
+    # restitution 0.8 dropped from 1 m came back 16 % too high. Without it, bounce apexes match e^2.
+    ENGINE = {
+        "contactBreakingThreshold": CONTACT_BREAKING_M,
+        "restitutionVelocityThreshold": 0.0,
+        "contactERP": 0.0,
+    }
+
     @staticmethod
     def n_perturbed(spec: balls.BallsSpec) -> int:
         return 2 * len(spec.balls)
@@ -296,14 +358,21 @@ class _BallsTwin(_World):
             self.static_box((t, d, h / 2 + t), (w + t, 0, h / 2), "wall"),
         ]
         for body in scenery:
-            self.c.changeDynamics(body, -1, restitution=1.0, lateralFriction=1.0, rollingFriction=0.0)
+            self.properties(body, restitution=1.0, lateralFriction=1.0, rollingFriction=0.0)
         self.bodies = [self._ball(i, b, offsets_m[2 * i : 2 * i + 2]) for i, b in enumerate(spec.balls)]
         self._force = np.zeros(2)
 
     def _ball(self, i: int, b: balls.Ball, offset_m: np.ndarray) -> int:
         c = self.c
         col = c.createCollisionShape(pybullet.GEOM_SPHERE, radius=b.radius_m)
-        vis = c.createVisualShape(pybullet.GEOM_SPHERE, radius=b.radius_m, rgbaColor=rgba(b.colour))
+        verts, tris = UNIT_SPHERE
+        vis = c.createVisualShape(
+            pybullet.GEOM_MESH,
+            vertices=verts,
+            indices=tris,
+            meshScale=[b.radius_m] * 3,
+            rgbaColor=rgba(b.colour),
+        )
         # Link frames sit at the origin, so joint positions are world x and z.
         body = c.createMultiBody(
             baseMass=0.0,
@@ -319,17 +388,14 @@ class _BallsTwin(_World):
             linkJointTypes=[pybullet.JOINT_PRISMATIC, pybullet.JOINT_PRISMATIC, pybullet.JOINT_REVOLUTE],
             linkJointAxis=[(1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)],
         )
-        self.free_joints(body)
-        self.dynamics(body, -1)
-        for link in range(3):
-            self.dynamics(body, link, maxJointVelocity=1000.0)
+        self.movable(body, range(3))
         inertia = 0.4 * b.mass_kg * b.radius_m**2
-        self.dynamics(
+        self.properties(
             body,
             2,
             localInertiaDiagonal=[inertia] * 3,
             restitution=b.restitution,
-            lateralFriction=b.friction,
+            lateralFriction=max(b.friction, 1e-4),
             rollingFriction=balls.ROLLING_FRICTION_M,
         )
         c.resetJointState(body, 0, b.x_m + offset_m[0], b.vx_mps)
@@ -382,7 +448,7 @@ class _PushTwin(_World):
         mu = max(spec.friction, 1e-4)
         other_mu = push.PUSHER_FRICTION / mu
         table = self.static_box((a + 2 * t, a + 2 * t, 0.02), (0, 0, -0.02), "table")
-        self.c.changeDynamics(table, -1, lateralFriction=1.0)
+        self.properties(table, lateralFriction=1.0)
         self.static_cylinder(push.GOAL_RADIUS_M, 0.0005, (spec.goal_x_m, spec.goal_y_m, 0.0005), "goal")
         rims = [
             self.static_box((a + 2 * t, t, rh / 2), (0, a + t, rh / 2), "rim"),
@@ -391,7 +457,7 @@ class _PushTwin(_World):
             self.static_box((t, a, rh / 2), (-a - t, 0, rh / 2), "rim"),
         ]
         for rim in rims:
-            self.c.changeDynamics(rim, -1, lateralFriction=other_mu)
+            self.properties(rim, lateralFriction=other_mu)
         self.object = self._object(spec, offsets_m, mu)
         self.pusher = self._pusher(spec, other_mu)
         self.c.setCollisionFilterPair(self.pusher, table, 1, -1, 0)  # MuJoCo has no pusher-table pair
@@ -412,7 +478,8 @@ class _PushTwin(_World):
             inertia = _inertia_cylinder_z(spec.mass_kg, spec.size_m, hz)
         pos = (spec.object_x_m + offset_m[0], spec.object_y_m + offset_m[1], hz)
         body = c.createMultiBody(spec.mass_kg, col, vis, pos, quat_yaw(spec.object_yaw_rad))
-        self.dynamics(body, -1, localInertiaDiagonal=inertia, lateralFriction=mu)
+        self.movable(body, [])
+        self.properties(body, localInertiaDiagonal=inertia, lateralFriction=mu)
         self.label(body, -1, 1)
         return body
 
@@ -434,10 +501,8 @@ class _PushTwin(_World):
             linkJointTypes=[pybullet.JOINT_PRISMATIC, pybullet.JOINT_PRISMATIC],
             linkJointAxis=[(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)],
         )
-        self.free_joints(body)
-        self.dynamics(body, -1)
-        self.dynamics(body, 0)
-        self.dynamics(
+        self.movable(body, range(2))
+        self.properties(
             body, 1, localInertiaDiagonal=_inertia_cylinder_z(push.PUSHER_MASS_KG, r, hz), lateralFriction=mu
         )
         c.resetJointState(body, 0, spec.pusher_x_m, 0.0)
@@ -479,9 +544,7 @@ _FL_STEER, _FL, _FR_STEER, _FR, _RL, _RR = range(6)
 _STEERS = [_FL_STEER, _FR_STEER]
 _SPINS = [_FL, _FR, _RL, _RR]
 _REAR = [_RL, _RR]
-STEER_KP = 3000.0  # N m / rad, the MJCF position servo
-STEER_DAMPING = 150.0  # N m s / rad, the MJCF steering joint damping
-STEER_ARMATURE = 1.0  # kg m^2, the MJCF steering joint armature (added to the steering link's inertia)
+STEER_KP, STEER_DAMPING, STEER_ARMATURE = drive.STEER_KP, drive.STEER_DAMPING, drive.STEER_ARMATURE
 
 
 class _DriveTwin(_World):
@@ -505,14 +568,19 @@ class _DriveTwin(_World):
         self.ego = self._car(spec, offsets_m)
         lead, ped = spec.agent_positions(0.0)
         lx, hy, hz = drive.CAR_HALF
-        self.lead = self.static_box((lx, hy, hz), (lead[0], lead[1], 0.45), spec.lead_colour or "wall")
+        self.lead = self.static_box(
+            (lx, hy, hz), (lead[0], lead[1], drive.CHASSIS_Z_M), spec.lead_colour or "wall"
+        )
         ped_col = self.c.createCollisionShape(pybullet.GEOM_CYLINDER, radius=drive.PED_RADIUS_M, height=1.8)
         ped_vis = self.c.createVisualShape(
-            pybullet.GEOM_CYLINDER, radius=drive.PED_RADIUS_M, length=1.8, rgbaColor=rgba(spec.ped_colour or "wall")
+            pybullet.GEOM_CYLINDER,
+            radius=drive.PED_RADIUS_M,
+            length=1.8,
+            rgbaColor=rgba(spec.ped_colour or "wall"),
         )
-        self.ped = self.c.createMultiBody(0.0, ped_col, ped_vis, (ped[0], ped[1], 0.9))
+        self.ped = self.c.createMultiBody(0.0, ped_col, ped_vis, (ped[0], ped[1], drive.PED_HALF_HEIGHT_M))
         for agent in (self.lead, self.ped):
-            self.c.changeDynamics(agent, -1, lateralFriction=1.0)
+            self.properties(agent, lateralFriction=1.0)
             for link in _SPINS:
                 self.c.setCollisionFilterPair(self.ego, agent, link, -1, 0)
         self.c.setCollisionFilterPair(self.ego, self.ground, -1, -1, 0)
@@ -527,13 +595,24 @@ class _DriveTwin(_World):
 
     def _road(self, spec: drive.DriveSpec) -> None:
         c = self.c
+        # An infinite plane to drive on, drawn as the MJCF's finite grass (TinyRenderer would draw a
+        # body without a visual shape as its collision shape: a checkered plane).
         ground_col = c.createCollisionShape(pybullet.GEOM_PLANE)
-        ground_vis = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=(700.0, 60.0, 0.0005), rgbaColor=rgba("grass"))
-        self.ground = c.createMultiBody(0.0, ground_col, -1, (0.0, 0.0, 0.0))
-        c.createMultiBody(0.0, -1, ground_vis, (400.0, 0.0, -0.0005))
-        c.changeDynamics(self.ground, -1, lateralFriction=spec.friction)
-        half_len, mid = (drive.ROAD_END_M - drive.ROAD_START_M) / 2, (drive.ROAD_END_M + drive.ROAD_START_M) / 2
-        self.static_box((half_len, drive.ROAD_HALF_WIDTH_M, 0.0005), (mid, 0.0, 0.0005), "road", collide=False)
+        ground_vis = c.createVisualShape(
+            pybullet.GEOM_BOX,
+            halfExtents=(700.0, 60.0, 0.0005),
+            visualFramePosition=(400.0, 0.0, -0.0005),
+            rgbaColor=rgba("grass"),
+        )
+        self.ground = c.createMultiBody(0.0, ground_col, ground_vis, (0.0, 0.0, 0.0))
+        self.properties(self.ground, lateralFriction=spec.friction)
+        half_len, mid = (
+            (drive.ROAD_END_M - drive.ROAD_START_M) / 2,
+            (drive.ROAD_END_M + drive.ROAD_START_M) / 2,
+        )
+        self.static_box(
+            (half_len, drive.ROAD_HALF_WIDTH_M, 0.0005), (mid, 0.0, 0.0005), "road", collide=False
+        )
         # All markings (two edge lines, the dashes) are one visual-only body: one draw call per frame.
         edge = drive.ROAD_HALF_WIDTH_M - drive.MARK_HALF_WIDTH_M - 0.05
         halves = [(half_len, drive.MARK_HALF_WIDTH_M, 0.0005)] * 2
@@ -552,15 +631,21 @@ class _DriveTwin(_World):
         lx, hy, hz = drive.CAR_HALF
         r, hw = drive.WHEEL_RADIUS_M, drive.WHEEL_HALF_WIDTH_M
         chassis_col = c.createCollisionShape(pybullet.GEOM_BOX, halfExtents=drive.CAR_HALF)
-        chassis_vis = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=drive.CAR_HALF, rgbaColor=rgba(spec.ego_colour))
+        chassis_vis = c.createVisualShape(
+            pybullet.GEOM_BOX, halfExtents=drive.CAR_HALF, rgbaColor=rgba(spec.ego_colour)
+        )
         quat_x90 = (float(np.sin(np.pi / 4)), 0.0, 0.0, float(np.cos(np.pi / 4)))  # cylinder axis z -> y
-        wheel_col = c.createCollisionShape(
-            pybullet.GEOM_CYLINDER, radius=r, height=2 * hw, collisionFrameOrientation=quat_x90
-        )
+        # A sphere of the wheel's radius touches flat ground at the wheel's centre plane. Bullet's
+        # cylinder touches it at one rim edge, chosen arbitrarily: the car then pulls to one side.
+        wheel_col = c.createCollisionShape(pybullet.GEOM_SPHERE, radius=r)
         wheel_vis = c.createVisualShape(
-            pybullet.GEOM_CYLINDER, radius=r, length=2 * hw, rgbaColor=rgba("pusher"), visualFrameOrientation=quat_x90
+            pybullet.GEOM_CYLINDER,
+            radius=r,
+            length=2 * hw,
+            rgbaColor=rgba("pusher"),
+            visualFrameOrientation=quat_x90,
         )
-        z = r - 0.45
+        z = r - drive.CHASSIS_Z_M
         x, y = drive.WHEEL_X_M, drive.WHEEL_Y_M
         revolute = pybullet.JOINT_REVOLUTE
         y0 = drive.lane_y(spec.ego_lane)
@@ -568,8 +653,15 @@ class _DriveTwin(_World):
             baseMass=drive.CHASSIS_MASS_KG,
             baseCollisionShapeIndex=chassis_col,
             baseVisualShapeIndex=chassis_vis,
-            basePosition=(offset_m[0], y0 + offset_m[1], 0.45),
-            linkMasses=[1.0, drive.WHEEL_MASS_KG, 1.0, drive.WHEEL_MASS_KG, drive.WHEEL_MASS_KG, drive.WHEEL_MASS_KG],
+            basePosition=(offset_m[0], y0 + offset_m[1], drive.CHASSIS_Z_M),
+            linkMasses=[
+                1.0,
+                drive.WHEEL_MASS_KG,
+                1.0,
+                drive.WHEEL_MASS_KG,
+                drive.WHEEL_MASS_KG,
+                drive.WHEEL_MASS_KG,
+            ],
             linkCollisionShapeIndices=[-1, wheel_col, -1, wheel_col, wheel_col, wheel_col],
             linkVisualShapeIndices=[-1, wheel_vis, -1, wheel_vis, wheel_vis, wheel_vis],
             linkPositions=[(x, y, z), (0, 0, 0), (x, -y, z), (0, 0, 0), (-x, y, z), (-x, -y, z)],
@@ -580,8 +672,8 @@ class _DriveTwin(_World):
             linkJointTypes=[revolute] * 6,
             linkJointAxis=[(0, 0, 1), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)],
         )
-        self.free_joints(body)
-        self.dynamics(
+        self.movable(body, range(6))
+        self.properties(
             body,
             -1,
             localInertiaDiagonal=_inertia_box(drive.CHASSIS_MASS_KG, drive.CAR_HALF),
@@ -590,17 +682,12 @@ class _DriveTwin(_World):
         wheel_inertia = _inertia_cylinder_z(drive.WHEEL_MASS_KG, r, hw)
         wheel_inertia = [wheel_inertia[0], wheel_inertia[2], wheel_inertia[1]]  # axle along y
         for link in _STEERS:
-            self.dynamics(
-                body,
-                link,
-                localInertiaDiagonal=[0.1, 0.1, 0.1 + STEER_ARMATURE],
-                jointLowerLimit=-drive.MAX_STEER_RAD,
-                jointUpperLimit=drive.MAX_STEER_RAD,
+            self.properties(body, link, localInertiaDiagonal=[0.1, 0.1, 0.1 + STEER_ARMATURE])
+            c.changeDynamics(
+                body, link, jointLowerLimit=-drive.MAX_STEER_RAD, jointUpperLimit=drive.MAX_STEER_RAD
             )
         for link in _SPINS:
-            self.dynamics(
-                body, link, localInertiaDiagonal=wheel_inertia, lateralFriction=1.0, maxJointVelocity=1000.0
-            )
+            self.properties(body, link, localInertiaDiagonal=wheel_inertia, lateralFriction=1.0)
         v = spec.ego_speed_mps
         c.resetBaseVelocity(body, (v, 0.0, 0.0), (0.0, 0.0, 0.0))
         for link in _SPINS:
@@ -623,8 +710,8 @@ class _DriveTwin(_World):
     def before_substep(self, time_s: float) -> None:
         c = self.c
         lead, ped = self.spec.agent_positions(time_s)
-        c.resetBasePositionAndOrientation(self.lead, (lead[0], lead[1], 0.45), UNIT_QUAT)
-        c.resetBasePositionAndOrientation(self.ped, (ped[0], ped[1], 0.9), UNIT_QUAT)
+        c.resetBasePositionAndOrientation(self.lead, (lead[0], lead[1], drive.CHASSIS_Z_M), UNIT_QUAT)
+        c.resetBasePositionAndOrientation(self.ped, (ped[0], ped[1], drive.PED_HALF_HEIGHT_M), UNIT_QUAT)
         joints = c.getJointStates(self.ego, list(range(6)))
         torques = np.zeros(6)
         for link in _STEERS:
@@ -633,7 +720,9 @@ class _DriveTwin(_World):
         for link in _SPINS:
             torques[link] = -drive.ROLLING_DAMPING * joints[link][1]
         torques[_REAR] += self._throttle * drive.MOTOR_TORQUE_NM
-        c.setJointMotorControlArray(self.ego, list(range(6)), pybullet.TORQUE_CONTROL, forces=torques.tolist())
+        c.setJointMotorControlArray(
+            self.ego, list(range(6)), pybullet.TORQUE_CONTROL, forces=torques.tolist()
+        )
 
     def after_substep(self) -> None:
         if self.collided:
@@ -653,7 +742,9 @@ class _DriveTwin(_World):
         vel, _ = c.getBaseVelocity(self.ego)
         lead = np.array(c.getBasePositionAndOrientation(self.lead)[0][:2])
         ped = np.array(c.getBasePositionAndOrientation(self.ped)[0][:2])
-        return drive_state(self.spec, np.array(pos[:2]), yaw_of(quat), np.array(vel[:2]), lead, ped, self.collided)
+        return drive_state(
+            self.spec, np.array(pos[:2]), yaw_of(quat), np.array(vel[:2]), lead, ped, self.collided
+        )
 
 
 TWINS: dict[str, type] = {"balls": _BallsTwin, "push": _PushTwin, "drive": _DriveTwin}

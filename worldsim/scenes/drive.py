@@ -36,7 +36,12 @@ MAX_STEER_RAD = 0.5
 MOTOR_TORQUE_NM = 600.0  # per rear wheel at throttle 1
 BRAKE_TORQUE_NM = 800.0  # per wheel at brake 1
 ROLLING_DAMPING = 0.5  # N m s / rad on each wheel
+CHASSIS_Z_M = 0.45  # height of the chassis centre at rest
+STEER_KP = 3000.0  # N m / rad, steering position servo
+STEER_DAMPING = 150.0  # N m s / rad, steering joint damping (about critical with the servo)
+STEER_ARMATURE = 1.0  # kg m^2, steering joint armature
 PED_RADIUS_M = 0.75
+PED_HALF_HEIGHT_M = 0.9
 PED_WAIT_M = 5.0  # the pedestrian waits this far from the road centre
 NO_AGENT_DISTANCE_M = 100.0
 WHEELS = ("fl", "fr", "rl", "rr")
@@ -260,19 +265,24 @@ def road_geoms() -> list[str]:
 
 
 def _wheel(name: str, x: float, y: float, steer: bool) -> str:
+    # The tyre is drawn as a cylinder but touches the road as a sphere of the same radius: one contact
+    # point, as a real tyre's patch, where a cylinder's two rim edges made a scrub torque that the
+    # steering servo could not overcome at small angles (and that PyBullet's cylinder does not have).
     spin = (
         f'<joint name="{name}_spin" type="hinge" axis="0 1 0" damping="{ROLLING_DAMPING}"/>'
         f'<geom name="{name}_wheel" type="cylinder" size="{WHEEL_RADIUS_M} {WHEEL_HALF_WIDTH_M}" zaxis="0 1 0" '
         f'mass="{WHEEL_MASS_KG}" material="tyre" contype="0" conaffinity="0"/>'
+        f'<geom name="{name}_tyre" type="sphere" size="{WHEEL_RADIUS_M}" mass="0" group="3" rgba="0 0 0 0" '
+        'contype="0" conaffinity="0"/>'
     )
-    z = WHEEL_RADIUS_M - 0.45
+    z = WHEEL_RADIUS_M - CHASSIS_Z_M
     if not steer:
         return f'      <body name="{name}" pos="{x} {y} {z}">{spin}</body>'
     return (
         f'      <body name="{name}_steer" pos="{x} {y} {z}">'
         '<inertial pos="0 0 0" mass="1" diaginertia="0.1 0.1 0.1"/>'
         f'<joint name="{name}_steer" type="hinge" axis="0 0 1" range="{-MAX_STEER_RAD} {MAX_STEER_RAD}" '
-        'damping="150" armature="1"/>'
+        f'damping="{STEER_DAMPING}" armature="{STEER_ARMATURE}"/>'
         f'<body name="{name}">{spin}</body></body>'
     )
 
@@ -281,7 +291,7 @@ def to_mjcf(spec: DriveSpec) -> str:
     y0 = lane_y(spec.ego_lane)
     lx, hy, hz = CAR_HALF
     car = [
-        f'    <body name="ego" pos="0 {y0} 0.45">',
+        f'    <body name="ego" pos="0 {y0} {CHASSIS_Z_M}">',
         '      <freejoint name="ego"/>',
         f'      <geom name="chassis" type="box" size="{lx} {hy} {hz}" mass="{CHASSIS_MASS_KG}" material="ego" '
         'contype="0" conaffinity="0"/>',
@@ -293,14 +303,15 @@ def to_mjcf(spec: DriveSpec) -> str:
     ]
     lead, ped = spec.agent_positions(0.0)
     agents = [
-        f'    <body name="lead" mocap="true" pos="{lead[0]:.3f} {lead[1]:.3f} 0.45">'
+        f'    <body name="lead" mocap="true" pos="{lead[0]:.3f} {lead[1]:.3f} {CHASSIS_Z_M}">'
         f'<geom name="lead" type="box" size="{lx} {hy} {hz}" material="lead" contype="0" conaffinity="0"/></body>',
-        f'    <body name="ped" mocap="true" pos="{ped[0]:.3f} {ped[1]:.3f} 0.9">'
-        f'<geom name="ped" type="cylinder" size="{PED_RADIUS_M} 0.9" material="ped" contype="0" conaffinity="0"/></body>',
+        f'    <body name="ped" mocap="true" pos="{ped[0]:.3f} {ped[1]:.3f} {PED_HALF_HEIGHT_M}">'
+        f'<geom name="ped" type="cylinder" size="{PED_RADIUS_M} {PED_HALF_HEIGHT_M}" material="ped" '
+        'contype="0" conaffinity="0"/></body>',
     ]
     mu = spec.friction
     pairs = [
-        f'    <pair geom1="{w}_wheel" geom2="ground" condim="3" friction="{mu:.4f} {mu:.4f} 0.005 0.0001 0.0001"/>'
+        f'    <pair geom1="{w}_tyre" geom2="ground" condim="3" friction="{mu:.4f} {mu:.4f} 0.005 0.0001 0.0001"/>'
         for w in WHEELS
     ]
     pairs += [
@@ -308,7 +319,7 @@ def to_mjcf(spec: DriveSpec) -> str:
         for a in ("lead", "ped")
     ]
     acts = [
-        f'    <position name="steer_{w}" joint="{w}_steer" kp="3000" ctrlrange="{-MAX_STEER_RAD} {MAX_STEER_RAD}"/>'
+        f'    <position name="steer_{w}" joint="{w}_steer" kp="{STEER_KP}" ctrlrange="{-MAX_STEER_RAD} {MAX_STEER_RAD}"/>'
         for w in ("fl", "fr")
     ]
     acts += [
@@ -317,7 +328,8 @@ def to_mjcf(spec: DriveSpec) -> str:
     ]
     v = spec.ego_speed_mps
     w0 = v / WHEEL_RADIUS_M
-    qpos = f"0 {y0} 0.45 1 0 0 0 " + " ".join(["0"] * 6)  # free joint, fl steer+spin, fr steer+spin, rl, rr
+    # free joint (position, quaternion), then fl steer + spin, fr steer + spin, rl spin, rr spin
+    qpos = f"0 {y0} {CHASSIS_Z_M} 1 0 0 0 " + " ".join(["0"] * 6)
     qvel = f"{v} 0 0 0 0 0 0 {w0} 0 {w0} {w0} {w0}"
     extra = (
         "  <contact>\n"
@@ -325,7 +337,7 @@ def to_mjcf(spec: DriveSpec) -> str:
         + "\n  </contact>\n  <actuator>\n"
         + "\n".join(acts)
         + f'\n  </actuator>\n  <keyframe>\n    <key name="init" qpos="{qpos}" qvel="{qvel}" '
-        f'mpos="{lead[0]:.3f} {lead[1]:.3f} 0.45 {ped[0]:.3f} {ped[1]:.3f} 0.9"/>\n  </keyframe>'
+        f'mpos="{lead[0]:.3f} {lead[1]:.3f} {CHASSIS_Z_M} {ped[0]:.3f} {ped[1]:.3f} {PED_HALF_HEIGHT_M}"/>\n  </keyframe>'
     )
     materials = [
         ("grass", "grass"),

@@ -9,7 +9,8 @@ from worldsim.scenes.colours import rgba
 
 
 def material(name: str, colour: str) -> str:
-    # Emission 1 with every light off renders exactly the material colour: flat, no shading.
+    # Emission 1 with a black headlight and no other light renders exactly the material colour: flat,
+    # no shading. (An *inactive* headlight is not the same: MuJoCo then adds a default ambient light.)
     return f'<material name="{name}" rgba="{rgba(colour)}" emission="1" specular="0" shininess="0"/>'
 
 
@@ -28,17 +29,18 @@ def document(
     worldbody: str,
     extra: str = "",
     cameras: Iterable[CameraRig] = (),
+    cone: str = "pyramidal",
 ) -> str:
     """Wrap a world body in an MJCF document with flat materials and shadow-free, unlit rendering."""
     mats = "\n    ".join(material(n, c) for n, c in materials)
     worldbody = "\n".join([*(camera(c) for c in cameras), worldbody])
     return f"""<mujoco model="{model}">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{timestep_s}" gravity="0 0 -9.81" integrator="implicitfast"/>
+  <option timestep="{timestep_s}" gravity="0 0 -9.81" integrator="implicitfast" cone="{cone}"/>
   <visual>
     <global offwidth="1024" offheight="1024"/>
-    <quality shadowsize="0"/>
-    <headlight ambient="0 0 0" diffuse="0 0 0" specular="0 0 0" active="0"/>
+    <quality shadowsize="0" offsamples="0"/>
+    <headlight ambient="0 0 0" diffuse="0 0 0" specular="0 0 0" active="1"/>
     <map znear="0.01" zfar="100"/>
   </visual>
   <asset>

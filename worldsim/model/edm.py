@@ -1,0 +1,109 @@
+"""EDM preconditioning, training loss and few-step sampling (Karras et al., 2022).
+
+The network ``F`` is wrapped as ``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` so that its
+input and training target have unit variance at every noise level; with that preconditioning a
+denoiser samples well in 1-3 Euler steps. Nothing here knows about frames or actions: the
+conditioning tensors pass through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class EDMConfig:
+    """Noise distribution in training and the sampling schedule."""
+
+    sigma_data: float = 0.5
+    p_mean: float = -0.4  # log-normal training noise: ln(sigma) ~ N(p_mean, p_std^2)
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 5.0
+    rho: float = 7.0
+
+
+def preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:
+    """``c_skip, c_out, c_in, c_noise`` for per-sample noise levels ``sigma[B]`` (shaped to broadcast)."""
+    s = sigma.view(-1, 1, 1, 1)
+    c_skip = sigma_data**2 / (s**2 + sigma_data**2)
+    c_out = s * sigma_data / (s**2 + sigma_data**2).sqrt()
+    c_in = 1.0 / (s**2 + sigma_data**2).sqrt()
+    c_noise = sigma.log() / 4.0
+    return c_skip, c_out, c_in, c_noise
+
+
+def denoise(
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x_noisy: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_data: float,
+) -> torch.Tensor:
+    """``D(x; sigma)``; ``net(c_in * x, c_noise)`` returns the raw network output ``F``."""
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma, sigma_data)
+    return c_skip * x_noisy + c_out * net(c_in * x_noisy, c_noise)
+
+
+def training_loss(
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    clean: torch.Tensor,
+    cfg: EDMConfig,
+    weight: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """EDM loss on ``clean[B, C, H, W]``, optionally weighted per pixel by ``weight[B, 1|C, H, W]``.
+
+    Written on the network output, ``|F - (clean - c_skip x) / c_out|^2``, which equals the EDM
+    weighting ``lambda(sigma) |D - clean|^2`` and keeps every noise level at unit scale.
+    """
+    b = clean.shape[0]
+    gen_device = generator.device if generator is not None else clean.device
+    log_sigma = cfg.p_mean + cfg.p_std * torch.randn(b, device=gen_device, generator=generator).to(
+        clean.device
+    )
+    sigma = log_sigma.exp()
+    noise = torch.randn(clean.shape, device=gen_device, generator=generator).to(clean.device)
+    x_noisy = clean + sigma.view(-1, 1, 1, 1) * noise
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
+    target = (clean - c_skip * x_noisy) / c_out
+    err = (net(c_in * x_noisy, c_noise) - target) ** 2
+    if weight is not None:
+        err = err * weight
+        return err.sum() / (weight.expand_as(err).sum() + 1e-8)
+    return err.mean()
+
+
+def sigma_schedule(steps: int, cfg: EDMConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``steps`` noise levels from ``sigma_max`` down to ``sigma_min`` (Karras rho schedule), then 0."""
+    if steps < 1:
+        raise ValueError(f"sampling needs at least 1 step, got {steps}")
+    if steps == 1:
+        sigmas = torch.tensor([cfg.sigma_max])
+    else:
+        ramp = torch.linspace(0, 1, steps)
+        lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
+        sigmas = (hi + ramp * (lo - hi)) ** cfg.rho
+    return torch.cat([sigmas, torch.zeros(1)]).to(device)
+
+
+@torch.no_grad()
+def sample(
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shape: tuple[int, ...],
+    cfg: EDMConfig,
+    steps: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Euler sampling from pure noise at ``sigma_max`` in ``steps`` network evaluations."""
+    sigmas = sigma_schedule(steps, cfg, device)
+    gen_device = generator.device if generator is not None else device
+    x = torch.randn(shape, generator=generator, device=gen_device).to(device) * sigmas[0]
+    for i in range(steps):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        d = denoise(net, x, s.expand(shape[0]), cfg.sigma_data)
+        x = d if s_next == 0 else x + (x - d) / s * (s_next - s)
+    return x

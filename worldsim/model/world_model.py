@@ -1,0 +1,232 @@
+"""The generator: an action- and prompt-conditioned next-frame sampler.
+
+Given the K most recent frames, the K most recent actions (the last one is the action taken now)
+and a prompt, it samples the next frame with EDM in a few Euler steps. It sees tensors only.
+
+Design choices, each measured on Balls (see the README):
+- The clean signal is the *change* from the last context frame (``target="delta"``): the static
+  scene is exactly zero, so capacity and loss go to what moves, and backgrounds do not drift.
+- The loss is weighted towards pixels that move (in the target or the context), because moving
+  objects are a few percent of the pixels and a plain loss lets the model erase them.
+- Context frames are noise-augmented in training, with the noise level given to the network; at
+  sampling a small level is used. This is the proven cure for drift in long rollouts.
+- Frames enter the U-Net pixel-unshuffled (4x: 64x64 becomes 16x16x48 per frame), so the network
+  runs at low resolution without an autoencoder that could blur small objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldsim.model.edm import EDMConfig, sample, training_loss
+from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
+from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
+from worldsim.model.unet import UNet, UNetConfig, fourier_features
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything that defines a generator; saved as ``config.json`` with its checkpoint."""
+
+    family: str = "balls"
+    width: int = 64
+    height: int = 64
+    context: int = 4  # K frames of context
+    action_dim: int = 2
+    target: str = "delta"  # "delta": next frame minus last context frame; "frame": the next frame
+    cond_dim: int = 256
+    motion_weight: float = 20.0  # extra loss weight on pixels that move
+    context_noise_max: float = 0.3  # training: context noise sigma ~ U(0, max) with probability p
+    context_noise_prob: float = 0.7
+    sampling_steps: int = 2
+    sampling_context_noise: float = 0.02
+    vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> WorldModelConfig:
+        d = dict(d)
+        sub = {"unet": UNetConfig, "prompt": PromptEncoderConfig, "edm": EDMConfig, "heads": HeadsConfig}
+        for key, cls in sub.items():
+            if key in d and isinstance(d[key], dict):
+                d[key] = cls(**d[key])
+        return WorldModelConfig(**d)
+
+
+def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
+    return frames_uint8.permute(*range(frames_uint8.ndim - 3), -1, -3, -2).float() / 127.5 - 1.0
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """``float[..., 3, H, W]`` in [-1, 1] to ``uint8[..., H, W, 3]``, rounded as a frame on disk is."""
+    x = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(*range(x.ndim - 3), -2, -1, -3)
+
+
+def motion_mask(
+    last: torch.Tensor, prev: torch.Tensor, target: torch.Tensor, dilate: int = 1
+) -> torch.Tensor:
+    """Pixels that change from ``prev`` to ``last`` or from ``last`` to ``target``, dilated: ``[B,1,H,W]``."""
+    moving = ((last - prev).abs().amax(1, keepdim=True) > 0.02) | (
+        (target - last).abs().amax(1, keepdim=True) > 0.02
+    )
+    m = moving.float()
+    if dilate:
+        m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
+    return m
+
+
+class WorldModel(nn.Module):
+    """Frame generator (U-Net denoiser), prompt encoder, and separate reward/termination heads."""
+
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = PromptTokenizer(cfg.vocab, cfg.prompt.max_tokens)
+        cfg.prompt.vocab_size = len(cfg.vocab)
+        cfg.unet.in_channels = 3 * (cfg.context + 1)
+        cfg.unet.cond_dim = cfg.cond_dim
+        self.prompt_encoder = PromptEncoder(cfg.prompt)
+        self.unet = UNet(cfg.unet)
+        k = cfg.context
+        cond_in = 64 + 32 + cfg.prompt.out_dim + k * cfg.action_dim + k
+        self.cond_mlp = nn.Sequential(
+            nn.Linear(cond_in, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
+        )
+        self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
+
+    # -- conditioning ---------------------------------------------------------------------------
+
+    def encode_prompts(self, captions: list[str]) -> torch.Tensor:
+        ids, values = self.tokenizer.encode(captions)
+        device = next(self.parameters()).device
+        return self.prompt_encoder(ids.to(device), values.to(device))
+
+    def _cond(
+        self,
+        c_noise: torch.Tensor,
+        ctx_sigma: torch.Tensor,
+        prompt: torch.Tensor,
+        actions: torch.Tensor,
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        feats = [
+            fourier_features(c_noise, 64),
+            fourier_features(ctx_sigma, 32),
+            prompt,
+            actions.flatten(1),
+            context_mask.float(),
+        ]
+        return self.cond_mlp(torch.cat(feats, dim=1))
+
+    def _net(self, context: torch.Tensor, ctx_sigma: torch.Tensor, prompt, actions, context_mask):
+        """The raw network ``F(x, c_noise)`` for fixed context and conditions, as EDM calls it."""
+        ctx = context.flatten(1, 2)  # [B, K*3, H, W]
+
+        def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+            cond = self._cond(c_noise.expand(x.shape[0]), ctx_sigma, prompt, actions, context_mask)
+            return self.unet(torch.cat([x, ctx], dim=1), cond)
+
+        return net
+
+    # -- training -------------------------------------------------------------------------------
+
+    def loss(
+        self,
+        context_uint8: torch.Tensor,
+        actions: torch.Tensor,
+        target_uint8: torch.Tensor,
+        captions: list[str],
+        context_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
+        one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``."""
+        cfg = self.cfg
+        context, target = to_float(context_uint8), to_float(target_uint8)
+        b = context.shape[0]
+        last, prev = context[:, -1], context[:, -2] if cfg.context > 1 else context[:, -1]
+        weight = 1.0 + cfg.motion_weight * motion_mask(last, prev, target)
+        use = (torch.rand(b, generator=generator) < cfg.context_noise_prob).float()
+        ctx_sigma = (torch.rand(b, generator=generator) * cfg.context_noise_max * use).to(context.device)
+        noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * torch.randn(
+            context.shape, generator=generator
+        ).to(context.device)
+        clean = target - last if cfg.target == "delta" else target
+        prompt = self.encode_prompts(captions)
+        net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask)
+        return training_loss(net, clean, cfg.edm, weight=weight, generator=generator)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_next(
+        self,
+        context_uint8: torch.Tensor,
+        actions: torch.Tensor,
+        prompt: torch.Tensor,
+        context_mask: torch.Tensor | None = None,
+        steps: int | None = None,
+        context_noise: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample next frames ``uint8[B,H,W,3]`` from ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]``
+        and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout)."""
+        cfg = self.cfg
+        device = prompt.device
+        context = to_float(context_uint8.to(device))
+        b = context.shape[0]
+        sigma_c = cfg.sampling_context_noise if context_noise is None else context_noise
+        ctx_sigma = torch.full((b,), float(sigma_c), device=device)
+        if sigma_c > 0:
+            noise = torch.randn(context.shape, generator=generator, device=_gen_device(generator, device))
+            context = context + sigma_c * noise.to(device)
+        if context_mask is None:
+            context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
+        net = self._net(context, ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device))
+        shape = (b, 3, cfg.height, cfg.width)
+        out = sample(net, shape, cfg.edm, steps or cfg.sampling_steps, generator=generator, device=device)
+        last = to_float(context_uint8[:, -1].to(device))
+        return to_uint8(out + last if cfg.target == "delta" else out)
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        context_uint8: torch.Tensor,
+        past_actions: torch.Tensor,
+        future_actions: torch.Tensor,
+        captions: list[str],
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
+
+        ``past_actions[B,K-1,A]`` are the actions between the context frames. Returns the ``T``
+        generated frames ``uint8[B,T,H,W,3]``.
+        """
+        device = next(self.parameters()).device
+        prompt = self.encode_prompts(captions)
+        ctx = context_uint8.to(device)
+        acts = torch.cat([past_actions.to(device).float(), future_actions.to(device).float()], dim=1)
+        k = self.cfg.context
+        frames = []
+        for t in range(future_actions.shape[1]):
+            nxt = self.predict_next(ctx, acts[:, t : t + k], prompt, steps=steps, generator=generator)
+            frames.append(nxt)
+            ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
+        return torch.stack(frames, dim=1)
+
+
+def _gen_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device | str:
+    return generator.device if generator is not None else device
