@@ -7,6 +7,7 @@ verb's purpose and its settings. This is the one module that wires the parts tog
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,47 @@ def _demo(cfg: DictConfig) -> None:
             sim.close()
 
 
+def _train(cfg: DictConfig) -> None:
+    import json
+
+    from worldsim.train.loop import RunConfig, TrainConfig, train
+
+    model_cfg = _model_config(cfg.model)
+    final = train(RunConfig(train=TrainConfig(**OmegaConf.to_container(cfg.train)), model=model_cfg))
+    print(f"final checkpoint: {final}")
+    if cfg.get("report") and int(os.environ.get("RANK", "0")) == 0:
+        report = _fidelity(final, cfg.report)
+        path = final.parent / "fidelity.json"
+        path.write_text(json.dumps(report, indent=2))
+        print(f"fidelity report: {path}")
+
+
+def _model_config(model: DictConfig):
+    from worldsim.model.world_model import WorldModelConfig
+
+    base = WorldModelConfig().to_dict()
+    merged = OmegaConf.merge(OmegaConf.create(base), model)
+    return WorldModelConfig.from_dict(OmegaConf.to_container(merged))
+
+
+def _fidelity(checkpoint: Path, rcfg: DictConfig) -> dict:
+    from worldsim.data.loader import load_dataset
+    from worldsim.model.world_model import WorldModel, WorldModelConfig
+    from worldsim.train.checkpoint import load_checkpoint
+    from worldsim.train.fidelity import fidelity_report
+
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.load_into(WorldModel(WorldModelConfig.from_dict(ckpt.config))).eval()
+    report = {"checkpoint": str(checkpoint), "step": ckpt.step}
+    for split in ("val_data", "ood_data"):
+        if rcfg.get(split):
+            data = load_dataset(rcfg[split])
+            report[split.removesuffix("_data")] = fidelity_report(
+                model, data, episodes=rcfg.episodes, horizons=tuple(rcfg.horizons), twin=rcfg.twin
+            )
+    return report
+
+
 def _bench(cfg: DictConfig) -> None:
     import runpy
 
@@ -73,6 +115,7 @@ def _bench(cfg: DictConfig) -> None:
 
 VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "collect": (_collect, "run truth envs in parallel with a policy mixture and write a dataset"),
+    "train": (_train, "train a generator on a dataset; write checkpoints and a fidelity report"),
     "demo": (_demo, "run every truth world (MuJoCo and its PyBullet twin) and write videos"),
     "bench": (_bench, "measure env and collection throughput; write benchmarks/results/*.json"),
 }

@@ -1,0 +1,309 @@
+"""Training the generator, readable top to bottom: settings, setup, resume, the loop, evaluation.
+
+``train(cfg)`` turns a dataset of rollouts into a world model. It writes, under ``cfg.out``:
+``checkpoints/step_NNNNNN/`` (safetensors + JSON, atomic, the last ``keep`` kept), ``log.csv``
+(one row per ``log_every`` steps, plus evaluation rows), ``config.yaml`` (the run's settings) and,
+at the end, ``final/`` (the EMA weights: what ships and what the Dream envs load).
+
+A run killed at any moment resumes from its last checkpoint when started again with the same
+``out``. With ``torchrun --nproc_per_node=N`` it trains data-parallel (gloo on CPU, nccl on CUDA):
+every rank draws the same global batch and takes its slice, and gradients are averaged, so N
+processes train on the same data as one process with the whole batch; only the diffusion noise
+draws differ (each rank has its own), so the runs agree up to that noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from worldsim.data.loader import Dataset, WindowSampler, load_dataset
+from worldsim.model.prompt import PromptTokenizer
+from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
+from worldsim.train.checkpoint import (
+    checkpoint_dir,
+    dataset_manifest_sha256,
+    latest_checkpoint,
+    load_checkpoint,
+    load_train_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run."""
+
+    data: str = "data/balls"  # dataset directory (worldsim collect)
+    val_data: str | None = "data/balls_val"  # held-out episodes for evaluation during training
+    out: str = "runs/balls"  # run directory: checkpoints, log.csv, final/
+    steps: int = 20_000  # optimizer steps
+    time_budget_min: float | None = None  # stop (and save) after this many minutes of training
+    batch_size: int = 32  # global batch, split across DDP ranks
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 300  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0
+    ema: float = 0.995  # decay of the weights' exponential moving average (what is sampled from)
+    heads_weight: float = 1.0  # weight of the reward/termination losses
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_episodes: int = 16
+    eval_horizon: int = 30
+    ckpt_every: int = 500
+    keep: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch threads per process; 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    """What ``worldsim train`` reads: the run and the model."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+def _dist_info() -> tuple[int, int]:
+    """``(rank, world_size)``, initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = (
+            "nccl"
+            if torch.cuda.is_available() and os.environ.get("WORLDSIM_DDP_BACKEND") != "gloo"
+            else "gloo"
+        )
+        dist.init_process_group(backend)
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
+    """Average gradients over ranks (each rank computed the mean loss over its slice)."""
+    if world == 1:
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+# ---------------------------------------------------------------------------------------------
+# setup
+
+
+def build_model_config(
+    model_cfg: WorldModelConfig, dataset: Dataset, sampler: WindowSampler
+) -> WorldModelConfig:
+    """Fill what the data decides: family, frame size, vocabulary and the signal's scale."""
+    cfg = copy.deepcopy(model_cfg)
+    cfg.family = dataset.family
+    cfg.height, cfg.width = dataset.frame_shape[:2]
+    cfg.vocab = PromptTokenizer.from_captions(sampler.flat.captions, cfg.prompt.max_tokens).vocab
+    probe = sampler.sample(512, np.random.default_rng(12345))
+    target = to_float(torch.from_numpy(probe.targets[:, 0]))
+    if cfg.target == "delta":
+        target = target - to_float(torch.from_numpy(probe.context[:, -1]))
+    cfg.edm.sigma_data = float(target.std())
+    return cfg
+
+
+def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
+    return {
+        "context": torch.from_numpy(batch.context[lo:hi]),
+        "actions": torch.from_numpy(batch.actions[lo:hi]),
+        "target": torch.from_numpy(batch.targets[lo:hi, 0]),
+        "mask": torch.from_numpy(batch.context_mask[lo:hi]),
+        "captions": batch.captions[lo:hi],
+        "reward": torch.from_numpy(batch.rewards[lo:hi, 0]),
+        "terminated": torch.from_numpy(batch.terminated[lo:hi, 0]),
+    }
+
+
+def compute_losses(
+    model: WorldModel, b: dict[str, Any], generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Frame loss of the generator and the heads' losses on one batch slice."""
+    device = next(model.parameters()).device
+    frame = model.loss(
+        b["context"].to(device),
+        b["actions"].to(device),
+        b["target"].to(device),
+        b["captions"],
+        b["mask"].to(device),
+        generator=generator,
+    )
+    prompt = model.encode_prompts(b["captions"]).detach()
+    reward, term = model.heads.loss(
+        to_float(b["context"][:, -1].to(device)),
+        b["actions"][:, -1].to(device),
+        to_float(b["target"].to(device)),
+        prompt,
+        b["reward"].to(device),
+        b["terminated"].to(device),
+    )
+    return {"frame": frame, "reward": reward, "termination": term}
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def train(run: RunConfig) -> Path:
+    """Train (or resume) a generator; returns the directory of the final EMA checkpoint."""
+    cfg = run.train
+    rank, world = _dist_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} DDP ranks")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    # ---- data ------------------------------------------------------------------------------------
+    dataset = load_dataset(cfg.data)
+    sampler = WindowSampler(dataset, run.model.context)
+    val = load_dataset(cfg.val_data) if cfg.val_data else None
+
+    # ---- model, or the run to resume ---------------------------------------------------------------
+    resume = latest_checkpoint(out)
+    if resume is not None:
+        ckpt = load_checkpoint(resume, family=dataset.family)
+        model_cfg = WorldModelConfig.from_dict(ckpt.config)
+    else:
+        model_cfg = build_model_config(run.model, dataset, sampler)
+    model = WorldModel(model_cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * rank)
+    step = 0
+    if resume is not None:
+        ckpt.load_into(ema)
+        state = load_train_state(resume, optimizer, generators={"batch": batch_rng, "noise": noise_gen})
+        model.load_state_dict({k: v.to(device) for k, v in state.extra["weights"].items()})
+        step = state.step
+        if rank == 0:
+            print(f"resumed from {resume} at step {step}", flush=True)
+    elif world > 1:  # every rank starts from rank 0's initial weights
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, 0)
+        ema.load_state_dict(model.state_dict())
+
+    meta = {
+        "family": dataset.family,
+        "frame_size": (model_cfg.height, model_cfg.width),
+        "data_manifest_sha256": dataset_manifest_sha256(cfg.data),
+    }
+
+    def save(path: Path, with_state: bool) -> None:
+        if rank != 0:
+            return
+        save_checkpoint(
+            path,
+            ema,
+            model_cfg.to_dict(),
+            step=step,
+            metadata={"train": asdict(cfg), "world_size": world},
+            optimizer=optimizer if with_state else None,
+            extra_state={"weights": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            if with_state
+            else None,
+            generators={"batch": batch_rng, "noise": noise_gen} if with_state else None,
+            **meta,
+        )
+
+    log_path = out / "log.csv"
+    log_file = open(log_path, "a", newline="") if rank == 0 else None  # noqa: SIM115
+    writer = csv.writer(log_file) if log_file else None
+    if writer and log_path.stat().st_size == 0:
+        writer.writerow(["step", "seconds", "loss_frame", "loss_reward", "loss_termination", "lr", "eval"])
+    if rank == 0:
+        (out / "config.json").write_text(
+            json.dumps({"train": asdict(cfg), "model": model_cfg.to_dict()}, indent=2)
+        )
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    per_rank = cfg.batch_size // world
+    start = time.perf_counter()
+    progress = _progress(rank, cfg.steps, step)
+    while step < cfg.steps:
+        batch = sampler.sample(cfg.batch_size, batch_rng)
+        part = _slice(batch, rank * per_rank, (rank + 1) * per_rank)
+        losses = compute_losses(model, part, noise_gen)
+        total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        _all_reduce_grads(model, world)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(p, 1.0 - cfg.ema)
+        step += 1
+        progress.update(1)
+        seconds = time.perf_counter() - start
+        out_of_time = cfg.time_budget_min is not None and seconds > 60 * cfg.time_budget_min
+        if writer and (step % cfg.log_every == 0 or step == cfg.steps):
+            writer.writerow(
+                [step, f"{seconds:.1f}", *(f"{losses[k].item():.5f}" for k in losses), f"{lr:.2e}", ""]
+            )
+            log_file.flush()
+            progress.set_postfix(loss=f"{losses['frame'].item():.4f}")
+        if rank == 0 and val is not None and (step % cfg.eval_every == 0):
+            report = quick_eval(ema, val, cfg.eval_episodes, cfg.eval_horizon)
+            writer.writerow([step, f"{seconds:.1f}", "", "", "", "", json.dumps(report)])
+            log_file.flush()
+        if step % cfg.ckpt_every == 0 or out_of_time or step == cfg.steps:
+            save(checkpoint_dir(out, step), with_state=True)
+            if rank == 0:
+                prune_checkpoints(out, keep=cfg.keep)
+        if out_of_time:
+            break
+    progress.close()
+    final = out / "final"
+    save(final, with_state=False)
+    if log_file:
+        log_file.close()
+    if world > 1:
+        dist.barrier()
+    return final
+
+
+def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> dict[str, float]:
+    """Centroid error of ``horizon``-step rollouts from real context on held-out episodes, and the
+    same for repeating the last context frame; their ratio is the first bar a model must clear."""
+    from worldsim.train.fidelity import rollout_errors
+
+    errs = rollout_errors(model, val, range(min(episodes, len(val))), horizon)
+    return {
+        "centroid_px": errs["model_px"],
+        "frozen_px": errs["frozen_px"],
+        "frozen_ratio": errs["model_px"] / max(errs["frozen_px"], 1e-9),
+    }
+
+
+def _progress(rank: int, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=rank != 0, desc="train", unit="step", mininterval=5)
