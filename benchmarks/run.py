@@ -51,7 +51,7 @@ def collection_frames_per_s(scene: str, episodes: int, max_steps: int) -> dict:
         )
         elapsed = time.perf_counter() - start
         data = load_dataset(path)
-        frames = sum(len(data.episode(i)["actions"]) for i in range(len(data)))
+        frames = data.num_steps
     return {"episodes": episodes, "frames": frames, "seconds": elapsed, "frames_per_s": frames / elapsed}
 
 
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
                 results["steps_per_s"][f"{env_id}|{backend}|{obs}"] = round(sps, 1)
                 print(f"{env_id:22s} {backend:9s} {obs:7s} {sps:8.1f} steps/s", flush=True)
     for scene in ("balls", "push", "drive"):
-        r = collection_frames_per_s(scene, episodes=6, max_steps=100)
+        r = collection_frames_per_s(scene, episodes=20, max_steps=200)
         results["collection_2_workers"][scene] = {
             k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()
         }

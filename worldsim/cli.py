@@ -71,7 +71,9 @@ def _train(cfg: DictConfig) -> None:
     from worldsim.train.loop import RunConfig, TrainConfig, train
 
     model_cfg = _model_config(cfg.model)
-    final = train(RunConfig(train=TrainConfig(**OmegaConf.to_container(cfg.train)), model=model_cfg))
+    final = train(
+        RunConfig(train=TrainConfig(**OmegaConf.to_container(cfg.train, resolve=True)), model=model_cfg)
+    )
     print(f"final checkpoint: {final}")
     if cfg.get("report") and int(os.environ.get("RANK", "0")) == 0:
         report = _fidelity(final, cfg.report)
@@ -85,7 +87,7 @@ def _model_config(model: DictConfig):
 
     base = WorldModelConfig().to_dict()
     merged = OmegaConf.merge(OmegaConf.create(base), model)
-    return WorldModelConfig.from_dict(OmegaConf.to_container(merged))
+    return WorldModelConfig.from_dict(OmegaConf.to_container(merged, resolve=True))
 
 
 def _fidelity(checkpoint: Path, rcfg: DictConfig) -> dict:

@@ -47,33 +47,44 @@ def denoise(
     return c_skip * x_noisy + c_out * net(c_in * x_noisy, c_noise)
 
 
+def draw_training_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The randomness of one training loss: a standard normal per sample (for the noise level) and
+    a noise tensor of ``shape``. Drawn apart from the loss so data-parallel ranks can slice one draw."""
+    gen_device = generator.device if generator is not None else device
+    return {
+        "level": torch.randn(shape[0], generator=generator, device=gen_device).to(device),
+        "noise": torch.randn(shape, generator=generator, device=gen_device).to(device),
+    }
+
+
 def training_loss(
     net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     clean: torch.Tensor,
     cfg: EDMConfig,
     weight: torch.Tensor | None = None,
+    draws: dict[str, torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """EDM loss on ``clean[B, C, H, W]``, optionally weighted per pixel by ``weight[B, 1|C, H, W]``.
 
     Written on the network output, ``|F - (clean - c_skip x) / c_out|^2``, which equals the EDM
-    weighting ``lambda(sigma) |D - clean|^2`` and keeps every noise level at unit scale.
+    weighting ``lambda(sigma) |D - clean|^2`` and keeps every noise level at unit scale. Each sample's
+    weighted mean is taken first, then the mean over samples, so the loss of a batch is the mean of
+    the losses of its parts (what data-parallel training averages).
     """
-    b = clean.shape[0]
-    gen_device = generator.device if generator is not None else clean.device
-    log_sigma = cfg.p_mean + cfg.p_std * torch.randn(b, device=gen_device, generator=generator).to(
-        clean.device
-    )
-    sigma = log_sigma.exp()
-    noise = torch.randn(clean.shape, device=gen_device, generator=generator).to(clean.device)
-    x_noisy = clean + sigma.view(-1, 1, 1, 1) * noise
+    if draws is None:
+        draws = draw_training_noise(tuple(clean.shape), generator, clean.device)
+    sigma = (cfg.p_mean + cfg.p_std * draws["level"]).exp()
+    x_noisy = clean + sigma.view(-1, 1, 1, 1) * draws["noise"]
     c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
     target = (clean - c_skip * x_noisy) / c_out
     err = (net(c_in * x_noisy, c_noise) - target) ** 2
-    if weight is not None:
-        err = err * weight
-        return err.sum() / (weight.expand_as(err).sum() + 1e-8)
-    return err.mean()
+    if weight is None:
+        return err.mean()
+    w = weight.expand_as(err)
+    return ((err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1e-8)).mean()
 
 
 def sigma_schedule(steps: int, cfg: EDMConfig, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldsim.model.edm import EDMConfig, sample, training_loss
+from worldsim.model.edm import EDMConfig, draw_training_noise, sample, training_loss
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
@@ -142,6 +142,20 @@ class WorldModel(nn.Module):
 
     # -- training -------------------------------------------------------------------------------
 
+    def draw_noise(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """All randomness of ``loss`` for a batch, drawn at once: data-parallel ranks draw the global
+        batch's noise with a shared generator and each takes its slice, so N ranks compute exactly
+        what one process computes."""
+        cfg, k = self.cfg, self.cfg.context
+        return {
+            "context_use": torch.rand(batch_size, generator=generator) < cfg.context_noise_prob,
+            "context_level": torch.rand(batch_size, generator=generator),
+            "context_noise": torch.randn(batch_size, k, 3, cfg.height, cfg.width, generator=generator),
+            **draw_training_noise((batch_size, 3, cfg.height, cfg.width), generator),
+        }
+
     def loss(
         self,
         context_uint8: torch.Tensor,
@@ -149,24 +163,27 @@ class WorldModel(nn.Module):
         target_uint8: torch.Tensor,
         captions: list[str],
         context_mask: torch.Tensor,
+        noise: dict[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
-        one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``."""
+        one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``; ``noise`` from
+        ``draw_noise`` (drawn here with ``generator`` when not given)."""
         cfg = self.cfg
+        device = context_uint8.device
         context, target = to_float(context_uint8), to_float(target_uint8)
         b = context.shape[0]
+        noise = noise if noise is not None else self.draw_noise(b, generator)
+        noise = {k: v.to(device) for k, v in noise.items()}
         last, prev = context[:, -1], context[:, -2] if cfg.context > 1 else context[:, -1]
         weight = 1.0 + cfg.motion_weight * motion_mask(last, prev, target)
-        use = (torch.rand(b, generator=generator) < cfg.context_noise_prob).float()
-        ctx_sigma = (torch.rand(b, generator=generator) * cfg.context_noise_max * use).to(context.device)
-        noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * torch.randn(
-            context.shape, generator=generator
-        ).to(context.device)
+        ctx_sigma = noise["context_level"] * cfg.context_noise_max * noise["context_use"].float()
+        noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * noise["context_noise"]
         clean = target - last if cfg.target == "delta" else target
         prompt = self.encode_prompts(captions)
         net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask)
-        return training_loss(net, clean, cfg.edm, weight=weight, generator=generator)
+        draws = {"level": noise["level"], "noise": noise["noise"]}
+        return training_loss(net, clean, cfg.edm, weight=weight, draws=draws)
 
     # -- sampling -------------------------------------------------------------------------------
 

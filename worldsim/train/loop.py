@@ -7,9 +7,9 @@ at the end, ``final/`` (the EMA weights: what ships and what the Dream envs load
 
 A run killed at any moment resumes from its last checkpoint when started again with the same
 ``out``. With ``torchrun --nproc_per_node=N`` it trains data-parallel (gloo on CPU, nccl on CUDA):
-every rank draws the same global batch and takes its slice, and gradients are averaged, so N
-processes train on the same data as one process with the whole batch; only the diffusion noise
-draws differ (each rank has its own), so the runs agree up to that noise.
+every rank draws the same global batch and the same noise and takes its slice, and gradients are
+averaged, so N processes compute what one process computes with the whole batch, up to the order
+of floating-point sums.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
 
 
 def compute_losses(
-    model: WorldModel, b: dict[str, Any], generator: torch.Generator
+    model: WorldModel, b: dict[str, Any], noise: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Frame loss of the generator and the heads' losses on one batch slice."""
     device = next(model.parameters()).device
@@ -146,7 +146,7 @@ def compute_losses(
         b["target"].to(device),
         b["captions"],
         b["mask"].to(device),
-        generator=generator,
+        noise=noise,
     )
     prompt = model.encode_prompts(b["captions"]).detach()
     reward, term = model.heads.loss(
@@ -193,7 +193,7 @@ def train(run: RunConfig) -> Path:
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * rank)
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)  # shared too: each rank slices one draw
     step = 0
     if resume is not None:
         ckpt.load_into(ema)
@@ -246,8 +246,9 @@ def train(run: RunConfig) -> Path:
     progress = _progress(rank, cfg.steps, step)
     while step < cfg.steps:
         batch = sampler.sample(cfg.batch_size, batch_rng)
-        part = _slice(batch, rank * per_rank, (rank + 1) * per_rank)
-        losses = compute_losses(model, part, noise_gen)
+        lo, hi = rank * per_rank, (rank + 1) * per_rank
+        noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
+        losses = compute_losses(model, _slice(batch, lo, hi), noise)
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
         total.backward()
