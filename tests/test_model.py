@@ -144,3 +144,16 @@ def test_checkpoint_round_trip_gives_identical_samples(tmp_path):
         outs.append(m.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1)))
     assert torch.equal(*outs)
     assert WorldModelConfig.from_dict(ckpt.config) == cfg
+
+
+def test_text_to_video_starts_from_a_generated_first_frame():
+    model = WorldModel(tiny_config()).eval()
+    model.empty_frame.fill_(128)
+    context, mask = model.first_frames(CAPTIONS, steps=1, generator=torch.Generator().manual_seed(0))
+    assert context.shape == (2, 2, 32, 32, 3) and context.dtype == torch.uint8
+    assert torch.equal(context[:, 0], context[:, 1])  # the first frame, repeated as padding
+    assert mask.tolist() == [[False, True], [False, True]]
+    video = model.rollout(
+        context, torch.zeros(2, 1, 2), torch.zeros(2, 3, 2), CAPTIONS, steps=1, context_mask=mask
+    )
+    assert video.shape == (2, 3, 32, 32, 3)

@@ -105,6 +105,10 @@ class WorldModel(nn.Module):
             nn.Linear(cond_in, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
         )
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
+        # What "no frame yet" looks like: the mean training frame (set by the training loop). Text-to-
+        # video starts from K of these with an all-False context mask, so the first frame is drawn
+        # from the prompt alone, as a change from the average scene.
+        self.register_buffer("empty_frame", torch.zeros(cfg.height, cfg.width, 3, dtype=torch.uint8))
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -226,23 +230,55 @@ class WorldModel(nn.Module):
         captions: list[str],
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
-        ``past_actions[B,K-1,A]`` are the actions between the context frames. Returns the ``T``
+        ``past_actions[B,K-1,A]`` are the actions between the context frames; ``context_mask[B,K]``
+        marks padded context frames (False) as at the start of an episode. Returns the ``T``
         generated frames ``uint8[B,T,H,W,3]``.
         """
         device = next(self.parameters()).device
         prompt = self.encode_prompts(captions)
         ctx = context_uint8.to(device)
+        b, k = ctx.shape[0], self.cfg.context
+        mask = (
+            torch.ones(b, k, dtype=torch.bool, device=device)
+            if context_mask is None
+            else context_mask.to(device)
+        )
         acts = torch.cat([past_actions.to(device).float(), future_actions.to(device).float()], dim=1)
-        k = self.cfg.context
         frames = []
         for t in range(future_actions.shape[1]):
-            nxt = self.predict_next(ctx, acts[:, t : t + k], prompt, steps=steps, generator=generator)
+            nxt = self.predict_next(ctx, acts[:, t : t + k], prompt, mask, steps=steps, generator=generator)
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
+            mask = torch.cat([mask[:, 1:], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
         return torch.stack(frames, dim=1)
+
+    def empty_context(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K copies of ``empty_frame`` and an all-False mask: the context of text-to-video."""
+        k = self.cfg.context
+        frames = self.empty_frame.expand(batch_size, k, *self.empty_frame.shape).clone()
+        return frames, torch.zeros(batch_size, k, dtype=torch.bool, device=frames.device)
+
+    @torch.no_grad()
+    def first_frames(
+        self, captions: list[str], steps: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text-to-video: a first frame from each prompt alone, returned as a start context
+        (``uint8[B,K,H,W,3]``: the frame repeated, and a mask that is True only for the last), the
+        same padding a real episode's first window has."""
+        b, k = len(captions), self.cfg.context
+        empty, mask = self.empty_context(b)
+        actions = torch.zeros(b, k, self.cfg.action_dim, device=empty.device)
+        first = self.predict_next(
+            empty, actions, self.encode_prompts(captions), mask, steps=steps, generator=generator
+        )
+        context = first[:, None].expand(b, k, *first.shape[1:]).clone()
+        mask = torch.zeros(b, k, dtype=torch.bool, device=first.device)
+        mask[:, -1] = True
+        return context, mask
 
 
 def _gen_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device | str:

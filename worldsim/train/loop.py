@@ -19,7 +19,7 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.995  # decay of the weights' exponential moving average (what is sampled from)
     heads_weight: float = 1.0  # weight of the reward/termination losses
+    first_frame_prob: float = (
+        0.05  # share of samples that learn an episode's first frame from its prompt alone
+    )
     log_every: int = 50
     eval_every: int = 1000
     eval_episodes: int = 16
@@ -123,6 +126,46 @@ def build_model_config(
     return cfg
 
 
+def with_first_frames(
+    batch: Any, sampler: WindowSampler, empty_frame: np.ndarray, prob: float, rng: np.random.Generator
+) -> Any:
+    """Turn a share ``prob`` of the windows into text-to-video samples: an empty context (the mean
+    frame, masked out), zero actions, and an episode's first frame as the target."""
+    pick = rng.random(len(batch.captions)) < prob
+    if not pick.any():
+        return batch
+    flat = sampler.flat
+    episodes = rng.integers(0, len(flat.steps), int(pick.sum()))
+    context, mask, actions = batch.context.copy(), batch.context_mask.copy(), batch.actions.copy()
+    targets, rewards, terminated = batch.targets.copy(), batch.rewards.copy(), batch.terminated.copy()
+    captions = list(batch.captions)
+    context[pick] = empty_frame
+    mask[pick] = False
+    actions[pick] = 0.0
+    targets[pick, 0] = flat.frames[flat.frame_start[episodes]]
+    rewards[pick] = 0.0  # the heads do not learn from these samples' transitions (see compute_losses)
+    terminated[pick] = False
+    for j, i in enumerate(np.flatnonzero(pick)):
+        captions[i] = flat.captions[episodes[j]]
+    return replace(
+        batch,
+        context=context,
+        context_mask=mask,
+        actions=actions,
+        targets=targets,
+        rewards=rewards,
+        terminated=terminated,
+        captions=captions,
+    )
+
+
+def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
+    """The average frame of the dataset, ``uint8[H,W,3]``: the text-to-video starting point."""
+    frames = sampler.flat.frames
+    idx = np.random.default_rng(seed).integers(0, len(frames), min(n, len(frames)))
+    return np.round(frames[idx].astype(np.float64).mean(0)).astype(np.uint8)
+
+
 def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
     return {
         "context": torch.from_numpy(batch.context[lo:hi]),
@@ -132,6 +175,7 @@ def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
         "captions": batch.captions[lo:hi],
         "reward": torch.from_numpy(batch.rewards[lo:hi, 0]),
         "terminated": torch.from_numpy(batch.terminated[lo:hi, 0]),
+        "has_transition": torch.from_numpy(batch.context_mask[lo:hi, -1]),
     }
 
 
@@ -148,14 +192,18 @@ def compute_losses(
         b["mask"].to(device),
         noise=noise,
     )
+    real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
+    if not real.any():
+        zero = frame * 0.0
+        return {"frame": frame, "reward": zero, "termination": zero}
     prompt = model.encode_prompts(b["captions"]).detach()
     reward, term = model.heads.loss(
-        to_float(b["context"][:, -1].to(device)),
-        b["actions"][:, -1].to(device),
-        to_float(b["target"].to(device)),
-        prompt,
-        b["reward"].to(device),
-        b["terminated"].to(device),
+        to_float(b["context"][:, -1].to(device))[real],
+        b["actions"][:, -1].to(device)[real],
+        to_float(b["target"].to(device))[real],
+        prompt[real],
+        b["reward"].to(device)[real],
+        b["terminated"].to(device)[real],
     )
     return {"frame": frame, "reward": reward, "termination": term}
 
@@ -190,6 +238,8 @@ def train(run: RunConfig) -> Path:
     else:
         model_cfg = build_model_config(run.model, dataset, sampler)
     model = WorldModel(model_cfg).to(device)
+    if resume is None:
+        model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch
@@ -241,11 +291,13 @@ def train(run: RunConfig) -> Path:
         )
 
     # ---- the loop -----------------------------------------------------------------------------------
+    empty_frame = model.empty_frame.cpu().numpy()
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
     while step < cfg.steps:
         batch = sampler.sample(cfg.batch_size, batch_rng)
+        batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
         losses = compute_losses(model, _slice(batch, lo, hi), noise)

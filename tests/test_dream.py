@@ -1,0 +1,68 @@
+"""Dreaming: rollouts beside MuJoCo, text-to-video starts, and the collapse check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_model import tiny_config
+
+from policies import make_policy
+from worldsim.dream import collapse_check, dream, dream_report
+from worldsim.metrics.objects import object_masks, palette_for
+from worldsim.model import WorldModel
+from worldsim.scenes import caption, parse_prompt
+
+PROMPT = "balls: red agent ball, radius 0.18 m, x -0.50 m, z 1.20 m, vx 1.00 m/s; blue ball, x 0.40 m; goal, x 0.60 m"
+
+
+@pytest.fixture(scope="module")
+def model() -> WorldModel:
+    cfg = tiny_config()
+    cfg.vocab = ["<pad>", "<unk>", "<num>", "balls", "red", "agent", "ball", "blue", "goal", "x", "m"]
+    torch.manual_seed(0)
+    return WorldModel(cfg).eval()
+
+
+@pytest.mark.parametrize("context", ["real", "generated"])
+def test_dream_runs_beside_mujoco(model, context):
+    spec = parse_prompt(PROMPT)
+    d = dream(
+        model,
+        spec,
+        caption(spec),
+        6,
+        policy=make_policy("balls", "scripted"),
+        context=context,
+        sampling_steps=1,
+    )
+    assert d.generated.shape == d.truth.shape == (7, 32, 32, 3)
+    assert d.actions.shape == (6, 2) and np.isfinite(d.actions).all()
+    if context == "real":
+        np.testing.assert_array_equal(d.generated[0], d.truth[0])  # starts from MuJoCo's frame
+    report = dream_report(d, spec)
+    assert report["steps"] == 6 and "collapse" in report
+
+
+def test_dream_rejects_bad_actions(model):
+    spec = parse_prompt(PROMPT)
+    with pytest.raises(ValueError, match="finite"):
+        dream(model, spec, caption(spec), 3, actions=np.array([[0, 0], [np.nan, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="shape"):
+        dream(model, spec, caption(spec), 3, actions=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="policy or an actions"):
+        dream(model, spec, caption(spec), 3)
+
+
+def test_collapse_check_passes_truth_and_catches_a_vanishing_object(model):
+    spec = parse_prompt(PROMPT)
+    truth = dream(model, spec, caption(spec), 20, actions=np.zeros((20, 2)), sampling_steps=1).truth
+    assert collapse_check(truth, spec, truth)["all_persist"]
+    broken = truth.copy()
+    masks = object_masks(broken, palette_for(spec))  # [T, N, H, W]
+    backdrop = broken[0, 2, 16]  # a pixel of the backdrop
+    broken[10:][masks[10:, 1]] = backdrop  # the blue ball vanishes half way
+    result = collapse_check(broken, spec, truth)
+    assert not result["all_persist"]
+    assert result["objects"]["ball1"]["visible_fraction"] < 0.6
+    assert result["objects"]["ball0"]["persists"]

@@ -1,0 +1,39 @@
+"""The generators that ship with worldsim, one per scene family, and loading any generator.
+
+Each shipped checkpoint is a directory ``worldsim/checkpoints/<family>/`` with ``model.safetensors``
+and ``config.json`` (a few MB), reproduced by the command in the README's results section. They are
+the default of ``worldsim dream`` and of the Dream envs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from worldsim.model.world_model import WorldModel, WorldModelConfig
+from worldsim.train.checkpoint import CheckpointError, load_checkpoint
+
+SHIPPED_DIR = Path(__file__).resolve().parent
+
+
+def shipped(family: str) -> Path:
+    """The shipped checkpoint of ``family``; a clear error if this copy of worldsim has none."""
+    path = SHIPPED_DIR / family
+    if not (path / "config.json").is_file():
+        available = sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
+        raise CheckpointError(
+            f"no shipped checkpoint for {family!r} (shipped: {available or 'none'}); train one with "
+            f"`worldsim train scene={family}` and pass checkpoint=runs/{family}/final"
+        )
+    return path
+
+
+def load_world_model(
+    checkpoint: str | Path | None, family: str | None = None, device: str | torch.device = "cpu"
+) -> WorldModel:
+    """A generator in eval mode from a checkpoint directory, or the shipped one of ``family``."""
+    path = shipped(family) if checkpoint is None else Path(checkpoint)
+    ckpt = load_checkpoint(path, family=family, map_location=device)
+    model = WorldModel(WorldModelConfig.from_dict(ckpt.config))
+    return ckpt.load_into(model).to(device).eval()
