@@ -55,6 +55,38 @@ def collection_frames_per_s(scene: str, episodes: int, max_steps: int) -> dict:
     return {"episodes": episodes, "frames": frames, "seconds": elapsed, "frames_per_s": frames / elapsed}
 
 
+def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> dict:
+    """Batched sampling: ``worlds`` generated worlds advanced one step per call, frames/s, for each
+    sampling-step count. Uses the shipped checkpoint, or an untrained model of the default
+    architecture (same cost) when none ships yet."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from worldsim.checkpoints import SHIPPED_DIR, load_world_model
+    from worldsim.model.world_model import WorldModel, WorldModelConfig
+
+    if (SHIPPED_DIR / family / "config.json").is_file():
+        model, source = load_world_model(None, family), "shipped checkpoint"
+    else:
+        yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
+        base = OmegaConf.merge(OmegaConf.create(WorldModelConfig().to_dict()), yaml.model)
+        model = WorldModel(WorldModelConfig.from_dict(OmegaConf.to_container(base, resolve=True))).eval()
+        source = "untrained model of configs/train.yaml"
+    cfg = model.cfg
+    ctx = torch.randint(0, 255, (worlds, cfg.context, cfg.height, cfg.width, 3), dtype=torch.uint8)
+    actions = torch.zeros(worlds, cfg.context, cfg.action_dim)
+    prompt = model.encode_prompts(["balls: red agent ball"] * worlds)
+    out = {"worlds": worlds, "model": source, "threads": torch.get_num_threads(), "frames_per_s": {}}
+    for n in (1, 2, 3):
+        model.predict_next(ctx, actions, prompt, steps=n)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.predict_next(ctx, actions, prompt, steps=n)
+        out["frames_per_s"][f"{n}_steps"] = round(worlds * steps / (time.perf_counter() - start), 1)
+    out["sampling_steps_default"] = cfg.sampling_steps
+    return out
+
+
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     steps = int(args.get("steps", 300))
@@ -87,6 +119,26 @@ def main(argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "truth_envs.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+
+    generator: dict = {"note": "measured in the same run as truth_envs.json", "families": {}}
+    for family, env_id in (
+        ("balls", "worldsim/Balls-v0"),
+        ("push", "worldsim/Push-v0"),
+        ("drive", "worldsim/Drive-v0"),
+    ):
+        g = generator_frames_per_s(family)
+        truth = results["steps_per_s"][f"{env_id}|mujoco|pixels"]
+        default = g["frames_per_s"][f"{g['sampling_steps_default']}_steps"]
+        g["truth_env_steps_per_s"] = truth
+        g["ratio_to_truth_env"] = round(default / truth, 3)
+        generator["families"][family] = g
+        print(
+            f"generator {family:6s} 64 worlds {g['frames_per_s']} frames/s; {g['ratio_to_truth_env']}x the truth env",
+            flush=True,
+        )
+    path = out / "generator.json"
+    path.write_text(json.dumps(generator, indent=2) + "\n")
     print(f"wrote {path}")
 
 

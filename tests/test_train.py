@@ -37,6 +37,7 @@ def tiny_model() -> WorldModelConfig:
     )
     cfg.prompt.dim, cfg.prompt.layers, cfg.prompt.heads, cfg.prompt.out_dim = 16, 1, 2, 16
     cfg.heads.channels, cfg.heads.hidden = 4, 16
+    cfg.edm.sigma_data = 0.0  # measured on the data, as configs/train.yaml does
     return cfg
 
 

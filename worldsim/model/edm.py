@@ -24,6 +24,7 @@ class EDMConfig:
     sigma_min: float = 0.002
     sigma_max: float = 5.0
     rho: float = 7.0
+    sigma_max_prob: float = 0.0  # share of training samples at exactly sigma_max: the first sampling step
 
 
 def preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:
@@ -55,6 +56,7 @@ def draw_training_noise(
     gen_device = generator.device if generator is not None else device
     return {
         "level": torch.randn(shape[0], generator=generator, device=gen_device).to(device),
+        "at_max": torch.rand(shape[0], generator=generator, device=gen_device).to(device),
         "noise": torch.randn(shape, generator=generator, device=gen_device).to(device),
     }
 
@@ -77,6 +79,7 @@ def training_loss(
     if draws is None:
         draws = draw_training_noise(tuple(clean.shape), generator, clean.device)
     sigma = (cfg.p_mean + cfg.p_std * draws["level"]).exp()
+    sigma = torch.where(draws["at_max"] < cfg.sigma_max_prob, torch.full_like(sigma, cfg.sigma_max), sigma)
     x_noisy = clean + sigma.view(-1, 1, 1, 1) * draws["noise"]
     c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
     target = (clean - c_skip * x_noisy) / c_out

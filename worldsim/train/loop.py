@@ -113,16 +113,18 @@ def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
 def build_model_config(
     model_cfg: WorldModelConfig, dataset: Dataset, sampler: WindowSampler
 ) -> WorldModelConfig:
-    """Fill what the data decides: family, frame size, vocabulary and the signal's scale."""
+    """Fill what the data decides: family, frame size, the prompt vocabulary and, when the config
+    leaves it at 0, the scale of the clean signal (``sigma_data``)."""
     cfg = copy.deepcopy(model_cfg)
     cfg.family = dataset.family
     cfg.height, cfg.width = dataset.frame_shape[:2]
     cfg.vocab = PromptTokenizer.from_captions(sampler.flat.captions, cfg.prompt.max_tokens).vocab
-    probe = sampler.sample(512, np.random.default_rng(12345))
-    target = to_float(torch.from_numpy(probe.targets[:, 0]))
-    if cfg.target == "delta":
-        target = target - to_float(torch.from_numpy(probe.context[:, -1]))
-    cfg.edm.sigma_data = float(target.std())
+    if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
+        probe = sampler.sample(512, np.random.default_rng(12345))
+        target = to_float(torch.from_numpy(probe.targets[:, 0]))
+        if cfg.target == "delta":
+            target = target - to_float(torch.from_numpy(probe.context[:, -1]))
+        cfg.edm.sigma_data = float(target.std())
     return cfg
 
 
