@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.durable import current_umask, fsync_dir
+
 FORMAT_NAME = "worldsim-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -88,7 +90,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; a dataset is for sharing
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files; a dataset is for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -98,27 +100,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every filesystem allows opening a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def remove_temp_files(root: Path) -> int:

@@ -11,7 +11,7 @@ Physics to see: gravity, restitution, momentum exchange in collisions, rolling f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -213,10 +213,6 @@ def from_dict(d: dict) -> BallsSpec:
     return BallsSpec(balls=tuple(Ball(**b) for b in d["balls"]), goal_x_m=d["goal_x_m"])
 
 
-def to_dict(spec: BallsSpec) -> dict:
-    return asdict(spec)
-
-
 # ---------------------------------------------------------------------------------------------
 # MJCF
 
@@ -295,12 +291,6 @@ def objects(spec: BallsSpec) -> tuple[ObjectInfo, ...]:
         ObjectInfo(object_id=i + 1, name=f"ball{i}", colour=b.colour, size_m=2 * b.radius_m)
         for i, b in enumerate(spec.balls)
     )
-
-
-def with_agent_velocity(spec: BallsSpec, vx: float, vz: float) -> BallsSpec:
-    """A copy of ``spec`` whose agent starts with another velocity (used by tests and scenarios)."""
-    agent = replace(spec.agent, vx_mps=quantise(vx), vz_mps=quantise(vz))
-    return replace(spec, balls=(agent, *spec.balls[1:]))
 
 
 FAMILY = Family(

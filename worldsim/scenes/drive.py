@@ -14,7 +14,7 @@ The pedestrian's footprint is enlarged (``PED_RADIUS_M``) to stay over 8 px acro
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -234,10 +234,6 @@ def parse(body: str) -> DriveSpec:
 
 def from_dict(d: dict) -> DriveSpec:
     return DriveSpec(**d)
-
-
-def to_dict(spec: DriveSpec) -> dict:
-    return asdict(spec)
 
 
 # ---------------------------------------------------------------------------------------------

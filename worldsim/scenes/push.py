@@ -9,7 +9,7 @@ Physics to see: contact, sliding friction, rotation of the object under off-cent
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -193,10 +193,6 @@ def parse(body: str) -> PushSpec:
 
 def from_dict(d: dict) -> PushSpec:
     return PushSpec(**d)
-
-
-def to_dict(spec: PushSpec) -> dict:
-    return asdict(spec)
 
 
 # ---------------------------------------------------------------------------------------------

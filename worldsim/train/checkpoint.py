@@ -50,6 +50,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from worldsim.durable import current_umask, fsync_dir
+
 __all__ = [
     "CONFIG",
     "FORMAT_NAME",
@@ -658,15 +660,15 @@ def _write_dir_atomically(path: Path, files: Mapping[str, bytes]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX))
     old: Path | None = None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; checkpoints are for sharing
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; checkpoints are for sharing
         for name, data in files.items():
             _write_file(tmp / name, data)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=_OLD_SUFFIX))
             os.replace(path, old)  # onto the empty dir just made; a name nobody else can take
         os.rename(tmp, path)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         if old is not None and not path.exists() and old.exists():
             os.replace(old, path)  # put the previous checkpoint back
@@ -691,26 +693,6 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes renames and new entries durable; not every filesystem allows fsync on a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # -- JSON ---------------------------------------------------------------------------------------------
