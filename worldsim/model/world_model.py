@@ -48,6 +48,7 @@ class WorldModelConfig:
     sampling_steps: int = 1
     sampling_context_noise: float = 0.02
     min_change_levels: int = 8  # a pixel changes only if the sample changes it by at least this (of 255)
+    context_differences: bool = True  # also feed f_t - f_(t-1) of the context: motion, ready-made
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -99,7 +100,9 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.tokenizer = PromptTokenizer(cfg.vocab, cfg.prompt.max_tokens)
         cfg.prompt.vocab_size = len(cfg.vocab)
-        cfg.unet.in_channels = 3 * (cfg.context + 1)
+        cfg.unet.in_channels = 3 * (cfg.context + 1) + (
+            3 * (cfg.context - 1) if cfg.context_differences else 0
+        )
         cfg.unet.cond_dim = cfg.cond_dim
         self.prompt_encoder = PromptEncoder(cfg.prompt)
         self.unet = UNet(cfg.unet)
@@ -141,6 +144,9 @@ class WorldModel(nn.Module):
     def _net(self, context: torch.Tensor, ctx_sigma: torch.Tensor, prompt, actions, context_mask):
         """The raw network ``F(x, c_noise)`` for fixed context and conditions, as EDM calls it."""
         ctx = context.flatten(1, 2)  # [B, K*3, H, W]
+        if self.cfg.context_differences and self.cfg.context > 1:
+            # Velocities are what a next frame depends on most; differences hand them to the first layer.
+            ctx = torch.cat([ctx, (context[:, 1:] - context[:, :-1]).flatten(1, 2)], dim=1)
 
         def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
             cond = self._cond(c_noise.expand(x.shape[0]), ctx_sigma, prompt, actions, context_mask)
