@@ -150,3 +150,18 @@ def test_two_ddp_processes_match_one_process(tiny_data, tmp_path):
     a, b = _weights(single), _weights(tmp_path / "ddp")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_quick_eval_scores_a_perfect_copy_of_the_frozen_baseline(tiny_data):
+    """An untrained model's change head outputs zeros, so its predictions repeat the last frame:
+    its errors must equal the frozen baseline's exactly."""
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.model.world_model import WorldModel
+    from worldsim.train.loop import build_model_config, quick_eval
+
+    data = load_dataset(tiny_data)
+    cfg = build_model_config(tiny_model(), data, WindowSampler(data, 2))
+    report = quick_eval(WorldModel(cfg).eval(), data, episodes=3, horizon=5)
+    assert report["centroid_px"] == pytest.approx(report["frozen_px"])
+    assert report["one_step_l1"] == pytest.approx(report["one_step_l1_frozen"])
+    assert report["one_step_l1_frozen"] > 0
