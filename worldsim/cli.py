@@ -58,9 +58,8 @@ def _demo(cfg: DictConfig) -> None:
             for sim in sims:
                 sim.step(action)
         path = write_mp4(frames, out / f"{scene}.mp4", fps=10)
-        print(
-            f"{scene}: {caption(spec)}\n  wrote {path} ({len(frames)} frames, {' | '.join(type(s).__name__ for s in sims)})"
-        )
+        engines = " | ".join(type(s).__name__ for s in sims)
+        print(f"{caption(spec)}\n  wrote {path} ({len(frames)} frames, {engines})")
         for sim in sims:
             sim.close()
 
