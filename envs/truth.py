@@ -73,6 +73,7 @@ class TruthEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": int(self.family.control_hz)}
         self.sim = make_simulator(self.family.name, backend, width, height)
         self.scene: Any = None  # the SceneSpec of the current episode (env.spec is Gymnasium's EnvSpec)
+        self.caption = ""
         self._state: dict[str, np.ndarray] = {}
 
     def _resolve_spec(self, prompt: str | None, spec: Any) -> Any:
@@ -91,9 +92,10 @@ class TruthEnv(gym.Env):
         if spec is None:
             spec = self.family.sample(self.np_random, self.split)
         self.scene = spec
+        self.caption = caption(spec)  # the prompt of this episode's world, reported in every info
         self.sim.reset(spec)
         self._state = self.sim.state()
-        return self._observe(), {"caption": caption(spec), "state": self._state}
+        return self._observe(), {"caption": self.caption, "state": self._state}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         if self.scene is None:
@@ -102,7 +104,7 @@ class TruthEnv(gym.Env):
         self.sim.step(np.clip(a, -1.0, 1.0))
         prev, self._state = self._state, self.sim.state()
         reward, terminated, events = reward_and_termination(self.family.name, prev, self._state)
-        info = {"caption": caption(self.scene), "state": self._state, **events}
+        info = {"caption": self.caption, "state": self._state, **events}
         return self._observe(), float(reward), bool(terminated), False, info
 
     def _observe(self) -> Any:

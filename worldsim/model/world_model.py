@@ -179,10 +179,12 @@ class WorldModel(nn.Module):
         context_mask: torch.Tensor,
         noise: dict[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
+        prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``; ``noise`` from
-        ``draw_noise`` (drawn here with ``generator`` when not given)."""
+        ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
+        embeddings when the caller already has them (encoded here otherwise)."""
         cfg = self.cfg
         device = context_uint8.device
         context, target = to_float(context_uint8), to_float(target_uint8)
@@ -194,7 +196,7 @@ class WorldModel(nn.Module):
         ctx_sigma = noise["context_level"] * cfg.context_noise_max * noise["context_use"].float()
         noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * noise["context_noise"]
         clean = target - last if cfg.target == "delta" else target
-        prompt = self.encode_prompts(captions)
+        prompt = self.encode_prompts(captions) if prompt is None else prompt
         net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
         return training_loss(net, clean, cfg.edm, weight=weight, draws=draws)

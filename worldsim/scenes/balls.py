@@ -272,7 +272,7 @@ def to_mjcf(spec: BallsSpec) -> str:
     materials = [("backdrop", "backdrop"), ("goal", "goal"), ("floor", "floor"), ("wall", "wall")]
     materials += [(b.colour, b.colour) for b in spec.balls]
     return document(
-        "balls", FAMILY_TIMESTEP_S, materials, "\n".join(geoms + bodies), extra, CAMERAS, cone="elliptic"
+        "balls", FAMILY.timestep_s, materials, "\n".join(geoms + bodies), extra, CAMERAS, cone="elliptic"
     )
 
 
@@ -306,4 +306,3 @@ FAMILY = Family(
     control_hz=10.0,
     substeps=50,
 )
-FAMILY_TIMESTEP_S = FAMILY.timestep_s

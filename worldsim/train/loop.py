@@ -186,6 +186,7 @@ def compute_losses(
 ) -> dict[str, torch.Tensor]:
     """Frame loss of the generator and the heads' losses on one batch slice."""
     device = next(model.parameters()).device
+    prompt = model.encode_prompts(b["captions"])  # once: the frame loss trains it, the heads read it
     frame = model.loss(
         b["context"].to(device),
         b["actions"].to(device),
@@ -193,12 +194,13 @@ def compute_losses(
         b["captions"],
         b["mask"].to(device),
         noise=noise,
+        prompt=prompt,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
         zero = frame * 0.0
         return {"frame": frame, "reward": zero, "termination": zero}
-    prompt = model.encode_prompts(b["captions"]).detach()
+    prompt = prompt.detach()
     reward, term = model.heads.loss(
         to_float(b["context"][:, -1].to(device))[real],
         b["actions"][:, -1].to(device)[real],
