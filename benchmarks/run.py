@@ -68,10 +68,10 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     if (SHIPPED_DIR / family / "config.json").is_file():
         model, source = load_world_model(None, family), "shipped checkpoint"
     else:
-        yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
-        base = OmegaConf.merge(OmegaConf.create(WorldModelConfig().to_dict()), yaml.model)
+        yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml")
+        base = OmegaConf.merge(OmegaConf.create(WorldModelConfig().to_dict()), yaml)
         model = WorldModel(WorldModelConfig.from_dict(OmegaConf.to_container(base, resolve=True))).eval()
-        source = "untrained model of configs/train.yaml"
+        source = "untrained model of configs/model/default.yaml"
     cfg = model.cfg
     ctx = torch.randint(0, 255, (worlds, cfg.context, cfg.height, cfg.width, 3), dtype=torch.uint8)
     actions = torch.zeros(worlds, cfg.context, cfg.action_dim)

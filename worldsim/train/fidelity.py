@@ -7,7 +7,9 @@ by PSNR. The same error is measured for:
 
 - **frozen**: repeating the last context frame (a generator no better than this learned no motion);
 - **engine**: the PyBullet twin replaying the same spec and actions (how much two physics engines
-  disagree: the floor a generator is judged against).
+  disagree: the floor a generator is judged against);
+- **parsing**: the colour extractor on MuJoCo's own frames against the objects' true centres
+  projected by the camera (how exactly the measurement itself can place an object).
 
 The action-sensitivity check replays each start with the episode's actions and with another
 episode's actions, in MuJoCo and in the generator: a generator that ignores actions makes the same
@@ -24,7 +26,7 @@ import torch
 
 from worldsim.data.loader import Dataset, Episode
 from worldsim.metrics.frames import psnr
-from worldsim.metrics.objects import centroid_errors, palette_for
+from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for, true_points_m
 from worldsim.model.world_model import WorldModel
 
 
@@ -91,6 +93,29 @@ def _error_px(truth: np.ndarray, other: np.ndarray, episode: Episode) -> np.ndar
     return centroid_errors(truth, other, palette_for(episode.spec)).curve_px()
 
 
+def parsing_error_px(episode: Episode, start: int, horizon: int) -> np.ndarray:
+    """Per-step mean distance ``[T]`` between the extractor's centroids on MuJoCo's frames
+    ``start .. start+horizon-1`` and the objects' true centres projected into those frames."""
+    from worldsim.physics.camera import camera_params
+    from worldsim.scenes import family_of
+
+    spec = episode.spec
+    frames = episode.frames[start : start + horizon]
+    states = {key: v[start : start + horizon] for key, v in episode.states.items()}
+    points = true_points_m(spec, states)
+    rig = family_of(spec).camera(None)
+    h, w = frames.shape[1:3]
+    follow = states[f"{rig.follow}_pos_m"][:, 0] if rig.follow is not None else np.zeros(len(frames))
+    projected = np.stack(
+        [camera_params(rig, w, h, float(x)).project(p) for x, p in zip(follow, points, strict=True)]
+    )
+    tracks = extract_objects(frames, palette_for(spec))
+    dist = np.linalg.norm(tracks.centroid_px - projected, axis=-1)
+    dist[~tracks.visible] = np.nan
+    with np.errstate(all="ignore"):
+        return np.nanmean(dist, axis=-1) if dist.size else np.full(len(frames), np.nan)
+
+
 def rollout_errors(
     model: WorldModel, dataset: Dataset, indices: Iterable[int], horizon: int, steps: int | None = None
 ) -> dict[str, float]:
@@ -124,11 +149,18 @@ def fidelity_report(
         if not eps:
             continue
         gen = generate(model, eps, h, steps=steps)
-        curves: dict[str, list[np.ndarray]] = {"model": [], "frozen": [], "engine": [], "psnr_model": []}
+        curves: dict[str, list[np.ndarray]] = {
+            "model": [],
+            "frozen": [],
+            "engine": [],
+            "parsing": [],
+            "psnr_model": [],
+        }
         for e, g in zip(eps, gen, strict=True):
             truth = truth_frames(e, k, h)
             curves["model"].append(_error_px(truth, g, e))
             curves["frozen"].append(_error_px(truth, np.repeat(e.frames[k - 1 : k], h, 0), e))
+            curves["parsing"].append(parsing_error_px(e, k, h))
             curves["psnr_model"].append(psnr(truth, g, max_db=60.0))
             if twin:
                 twin_frames = replay(e, "pybullet")[k : k + h]
