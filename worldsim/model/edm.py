@@ -111,11 +111,19 @@ def sample(
     steps: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Euler sampling from pure noise at ``sigma_max`` in ``steps`` network evaluations."""
+    """Euler sampling from pure noise at ``sigma_max`` in ``steps`` network evaluations.
+
+    The only randomness is the starting noise: drawn from ``generator``, or ``noise`` (standard
+    normal, ``shape``) when the caller draws it, e.g. one stream per world of a batch."""
     sigmas = sigma_schedule(steps, cfg, device)
-    gen_device = generator.device if generator is not None else device
-    x = torch.randn(shape, generator=generator, device=gen_device).to(device) * sigmas[0]
+    if noise is None:
+        gen_device = generator.device if generator is not None else device
+        noise = torch.randn(shape, generator=generator, device=gen_device)
+    elif tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+    x = noise.to(device) * sigmas[0]
     for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = denoise(net, x, s.expand(shape[0]), cfg.sigma_data)

@@ -216,23 +216,30 @@ class WorldModel(nn.Module):
         steps: int | None = None,
         context_noise: float | None = None,
         generator: torch.Generator | None = None,
+        noise: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Sample next frames ``uint8[B,H,W,3]`` from ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]``
-        and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout)."""
+        and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout).
+
+        All randomness comes from ``generator``, or from ``noise`` (``draw_sampling_noise``) when the
+        caller draws it: a batch of worlds with one stream each samples what each world alone would.
+        """
         cfg = self.cfg
         device = prompt.device
         context = to_float(context_uint8.to(device))
         b = context.shape[0]
+        noise = noise if noise is not None else self.draw_sampling_noise(b, generator, device)
         sigma_c = cfg.sampling_context_noise if context_noise is None else context_noise
         ctx_sigma = torch.full((b,), float(sigma_c), device=device)
         if sigma_c > 0:
-            noise = torch.randn(context.shape, generator=generator, device=_gen_device(generator, device))
-            context = context + sigma_c * noise.to(device)
+            context = context + sigma_c * noise["context"].to(device)
         if context_mask is None:
             context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
         net = self._net(context, ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device))
         shape = (b, 3, cfg.height, cfg.width)
-        out = sample(net, shape, cfg.edm, steps or cfg.sampling_steps, generator=generator, device=device)
+        out = sample(
+            net, shape, cfg.edm, steps or cfg.sampling_steps, device=device, noise=noise["sample"].to(device)
+        )
         last = to_float(context_uint8[:, -1].to(device))
         delta = out if cfg.target == "delta" else out - last
         if cfg.min_change_levels > 0:
@@ -241,6 +248,19 @@ class WorldModel(nn.Module):
             moved = delta.abs().amax(dim=1, keepdim=True) >= cfg.min_change_levels / 127.5
             delta = delta * moved
         return to_uint8(last + delta)
+
+    def draw_sampling_noise(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        """The randomness of one ``predict_next``: context noise and the sampler's starting noise."""
+        cfg, gen_device = self.cfg, _gen_device(generator, device)
+        shape = (batch_size, cfg.context, 3, cfg.height, cfg.width)
+        return {
+            "context": torch.randn(shape, generator=generator, device=gen_device),
+            "sample": torch.randn(
+                batch_size, 3, cfg.height, cfg.width, generator=generator, device=gen_device
+            ),
+        }
 
     @torch.no_grad()
     def rollout(

@@ -1,0 +1,177 @@
+"""Dream envs: generated worlds behind the Gymnasium API, single and batched.
+
+A small untrained generator with randomised weights stands in for a trained one: its frames depend
+on the sampling noise and on the actions, so batching, seeding and autoreset are really exercised.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from envs.dream import DreamEnv, DreamVectorEnv
+from worldsim.model import WorldModel, WorldModelConfig
+from worldsim.model.prompt import PromptTokenizer
+from worldsim.model.unet import UNetConfig
+from worldsim.scenes import PromptError, caption, sample
+from worldsim.train.checkpoint import CheckpointError
+
+DREAM_IDS = {
+    "balls": "worldsim/Dream-Balls-v0",
+    "push": "worldsim/Dream-Push-v0",
+    "drive": "worldsim/Dream-Drive-v0",
+}
+
+
+def random_generator(family: str) -> WorldModel:
+    """A 64x64 generator whose weights are random everywhere (no zero-initialised output layers)."""
+    captions = [caption(sample(family, np.random.default_rng(s))) for s in range(8)]
+    cfg = WorldModelConfig(
+        family=family,
+        context=2,
+        cond_dim=32,
+        vocab=PromptTokenizer.from_captions(captions).vocab,
+        unet=UNetConfig(channels=[16, 16], blocks_per_level=1, unshuffle=4, attention=False, groups=4),
+    )
+    cfg.prompt.dim, cfg.prompt.layers, cfg.prompt.heads, cfg.prompt.out_dim = 16, 1, 2, 16
+    cfg.heads.channels, cfg.heads.hidden = 4, 16
+    cfg.edm.sigma_data = 0.3
+    model = WorldModel(cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def balls_model() -> WorldModel:
+    return random_generator("balls")
+
+
+def test_single_env_passes_gymnasium_and_sb3_checks(balls_model):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(DREAM_IDS["balls"], model=balls_model, horizon=20)
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=True)
+    env.close()
+
+
+@pytest.mark.parametrize("family", ["push", "drive"])
+def test_every_family_passes_gymnasium_check(family):
+    env = gym.make(DREAM_IDS[family], model=random_generator(family), horizon=10)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_spaces_equal_the_truth_env(balls_model):
+    dream, truth = gym.make(DREAM_IDS["balls"], model=balls_model), gym.make("worldsim/Balls-v0")
+    assert dream.observation_space == truth.observation_space
+    assert dream.action_space == truth.action_space
+    dream.close(), truth.close()
+
+
+def test_same_seed_starts_from_the_truth_env_world_and_first_frame(balls_model):
+    dream, truth = gym.make(DREAM_IDS["balls"], model=balls_model), gym.make("worldsim/Balls-v0")
+    for seed in (0, 7):
+        d_obs, d_info = dream.reset(seed=seed)
+        t_obs, t_info = truth.reset(seed=seed)
+        assert d_info["caption"] == t_info["caption"]
+        np.testing.assert_array_equal(d_obs, t_obs)
+    dream.close(), truth.close()
+
+
+def test_same_seed_and_actions_give_identical_frames(balls_model):
+    actions = np.random.default_rng(0).uniform(-1, 1, (6, 2)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        env = gym.make(DREAM_IDS["balls"], model=balls_model)
+        env.reset(seed=3)
+        runs.append([env.step(a)[0] for a in actions])
+        env.close()
+    np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))
+    assert not np.array_equal(runs[0][0], runs[0][-1]), "the random generator should change frames"
+
+
+def test_make_vec_batches_and_matches_single_envs(balls_model):
+    n, steps = 3, 5
+    vec = gym.make_vec(DREAM_IDS["balls"], num_envs=n, model=balls_model)
+    assert isinstance(vec, DreamVectorEnv) and vec.num_envs == n
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    actions = np.random.default_rng(1).uniform(-1, 1, (steps, n, 2)).astype(np.float32)
+    obs, info = vec.reset(seed=10)
+    assert obs.shape == (n, 64, 64, 3) and obs.dtype == np.uint8 and info["caption"].shape == (n,)
+    batched = [obs] + [vec.step(a)[0] for a in actions]
+    vec.close()
+    for i in range(n):
+        env = DreamEnv("balls", model=balls_model)
+        single = [env.reset(seed=10 + i)[0]] + [env.step(actions[t, i])[0] for t in range(steps)]
+        for t in range(steps + 1):
+            diff = np.abs(batched[t][i].astype(int) - single[t].astype(int))
+            assert diff.max() <= 1, f"world {i} step {t}: batched and single differ by {diff.max()} levels"
+
+
+def test_truncates_at_horizon_and_autoresets_on_the_next_step(balls_model):
+    vec = DreamVectorEnv("balls", num_envs=2, model=balls_model, horizon=3)
+    vec.reset(seed=0)
+    captions = list(vec.captions)
+    for _ in range(3):
+        _, rewards, terminated, truncated, info = vec.step(np.zeros((2, 2), np.float32))
+    assert (terminated | truncated).all(), "every world ends by the horizon"
+    obs, rewards, terminated, truncated, info = vec.step(np.zeros((2, 2), np.float32))
+    assert info["restarted"].all() and (rewards == 0).all() and not (terminated | truncated).any()
+    assert (info["step"] == 0).all() and list(vec.captions) != captions
+    vec.close()
+
+
+def test_bad_input_is_a_clear_error(balls_model, tmp_path):
+    vec = DreamVectorEnv("balls", num_envs=2, model=balls_model)
+    with pytest.raises(RuntimeError, match="reset"):
+        vec.step(np.zeros((2, 2)))
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match=r"world 1 .*index 0"):
+        vec.step(np.array([[0.0, 0.0], [np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="shape"):
+        vec.step(np.zeros((3, 2)))
+    obs, *_ = vec.step(np.array([[5.0, -5.0], [0.0, 0.0]]))  # clipped to the box, documented
+    assert obs.shape == (2, 64, 64, 3)
+    env = DreamEnv("balls", model=balls_model)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.array([np.inf, 0.0]))
+    with pytest.raises(PromptError):
+        DreamEnv("balls", model=balls_model, prompt="balls: purple agent ball")
+    with pytest.raises(ValueError, match="family"):
+        DreamEnv("push", model=balls_model)
+    with pytest.raises(ValueError, match="state probe"):
+        DreamEnv("balls", model=balls_model, obs="state")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError):
+        DreamEnv("balls", checkpoint=str(tmp_path))
+
+
+def test_generated_context_starts_from_the_prompt(balls_model):
+    prompt = "balls: red agent ball, x -0.50 m, z 1.20 m; goal, x 0.60 m"
+    env = DreamEnv("balls", model=balls_model, prompt=prompt, context="generated")
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and info["caption"].startswith("balls: red agent ball")
+    obs2, *_ = env.step(np.zeros(2, np.float32))
+    assert np.isfinite(obs2).all()
+
+
+def test_ppo_runs_in_a_dream_env(balls_model):
+    from stable_baselines3 import PPO
+
+    env = gym.make(DREAM_IDS["balls"], model=balls_model, horizon=32)
+    agent = PPO("CnnPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, verbose=0)
+    agent.learn(total_timesteps=128)
+    obs, _ = env.reset(seed=1)
+    action, _ = agent.predict(obs, deterministic=True)
+    assert env.action_space.contains(action.astype(np.float32))
+    env.close()
