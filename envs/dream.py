@@ -30,7 +30,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.truth import ACTION_SPACE, observation_space
+from worldsim.model.probe import StateProbe
 from worldsim.model.world_model import WorldModel, to_float
+from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
 from worldsim.scenes import caption, family_of, parse_prompt
 from worldsim.scenes.base import check_split
@@ -62,9 +64,11 @@ class DreamVectorEnv(VectorEnv):
     """``num_envs`` generated worlds of one family, stepped in one batched forward pass.
 
     Kwargs: ``checkpoint`` (a checkpoint directory; default the shipped one) or ``model`` (a loaded
-    ``WorldModel``, shared rather than copied), ``prompt`` (every world this prompt; else specs drawn
-    from the ``split`` sampler), ``obs`` (``"pixels"``; ``"state"`` and ``"both"`` need a state
-    probe, which no checkpoint ships yet), ``horizon`` (default: the truth env's), ``device``,
+    ``WorldModel``, shared rather than copied, with ``probe`` when the state is observed),
+    ``prompt`` (every world this prompt; else specs drawn from the ``split`` sampler), ``obs``
+    (``"pixels"``, ``"state"`` or ``"both"``, as in the truth env; the state is read from the two
+    most recent frames by the checkpoint's state probe), ``horizon`` (default: the truth env's),
+    ``device``,
     ``sampling_steps`` (default: the checkpoint's), ``context`` (``"real"``: MuJoCo's first frame of
     the spec; ``"generated"``: a first frame generated from the prompt alone).
     """
@@ -77,6 +81,7 @@ class DreamVectorEnv(VectorEnv):
         num_envs: int = 1,
         checkpoint: str | None = None,
         model: WorldModel | None = None,
+        probe: StateProbe | None = None,
         prompt: str | None = None,
         split: str = "id",
         obs: str = "pixels",
@@ -86,7 +91,8 @@ class DreamVectorEnv(VectorEnv):
         context: str = "real",
         render_mode: str | None = None,
     ) -> None:
-        from worldsim.checkpoints import load_world_model
+        from worldsim.checkpoints import load_world_model, shipped
+        from worldsim.train.probe import load_probe
 
         self.family = family_of(family)
         if num_envs < 1:
@@ -95,18 +101,24 @@ class DreamVectorEnv(VectorEnv):
             raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if obs not in ("pixels", "state", "both"):
-            observation_space(self.family.name, obs, 1, 1)  # raises the obs-mode error
-        if obs != "pixels":
-            raise ValueError(
-                f"obs={obs!r} needs a state probe shipped with the checkpoint; this version has none "
-                "(use obs='pixels')"
-            )
+        observation_space(self.family.name, obs, 1, 1)  # an unknown obs mode fails here, clearly
         self.model = model if model is not None else load_world_model(checkpoint, self.family.name, device)
         if self.model.cfg.family != self.family.name:
             raise ValueError(
                 f"the generator is of family {self.model.cfg.family!r}, not {self.family.name!r}"
             )
+        self.probe = None
+        if obs != "pixels":
+            if probe is None and model is not None and checkpoint is None:
+                raise ValueError(f"obs={obs!r} reads the state with a probe: pass probe= with model=")
+            if probe is None:
+                path = checkpoint if checkpoint is not None else shipped(self.family.name)
+                probe = load_probe(path, self.family.name, device)
+            if probe.cfg.family != self.family.name:
+                raise ValueError(
+                    f"the state probe is of family {probe.cfg.family!r}, not {self.family.name!r}"
+                )
+            self.probe = probe.to(next(self.model.parameters()).device)
         self.device = next(self.model.parameters()).device
         cfg = self.model.cfg
         self.num_envs = num_envs
@@ -233,9 +245,15 @@ class DreamVectorEnv(VectorEnv):
         self._ended = terminated | truncated
         return self._observe(), rewards, terminated, truncated, self._info(restarting)
 
-    def _observe(self) -> np.ndarray:
+    def _observe(self) -> Any:
         # A copy: the context buffer is updated in place, and a returned observation must not change.
-        return self._frames[:, -1].cpu().numpy().copy()
+        pixels = self._frames[:, -1].cpu().numpy().copy()
+        if self.probe is None:
+            return pixels
+        with torch.no_grad():
+            recent = self._frames[:, -self.probe.cfg.frames :]
+            state = self.probe(recent).clamp(-STATE_LIMIT, STATE_LIMIT).cpu().numpy().astype(np.float32)
+        return state if self.obs_mode == "state" else {"pixels": pixels, "state": state}
 
     def _info(self, restarted: np.ndarray) -> dict:
         """Dicts of arrays, one entry per world (Gymnasium's vector info layout)."""
@@ -252,12 +270,17 @@ class DreamVectorEnv(VectorEnv):
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode != "rgb_array":
             return None
-        return tuple(self._observe())
+        return tuple(self._frames[:, -1].cpu().numpy().copy())
 
     def close_extras(self, **kwargs: Any) -> None:
         if self._sim is not None:
             self._sim.close()
             self._sim = None
+
+
+def _first(obs: Any) -> Any:
+    """World 0's observation from a batched one (an array, or a dict of arrays)."""
+    return {k: v[0] for k, v in obs.items()} if isinstance(obs, dict) else obs[0]
 
 
 class DreamEnv(gym.Env):
@@ -292,7 +315,7 @@ class DreamEnv(gym.Env):
         if seed is None and not self.vec._started:
             seed = int(self.np_random.integers(2**31))
         obs, info = self.vec.reset(seed=seed, options=options)
-        return obs[0], {"caption": self.caption}
+        return _first(obs), {"caption": self.caption}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.vec._ended[0]:
@@ -301,7 +324,7 @@ class DreamEnv(gym.Env):
         if arr.shape != self.action_space.shape:
             raise ValueError(f"action has shape {arr.shape}; expected {self.action_space.shape}")
         obs, r, term, trunc, _ = self.vec.step(arr[None])
-        return obs[0], float(r[0]), bool(term[0]), bool(trunc[0]), {"caption": self.caption}
+        return _first(obs), float(r[0]), bool(term[0]), bool(trunc[0]), {"caption": self.caption}
 
     def render(self) -> np.ndarray | None:
         frames = self.vec.render()

@@ -161,6 +161,28 @@ def _dream(cfg: DictConfig) -> None:
     )
 
 
+def _probe(cfg: DictConfig) -> None:
+    """Train a state probe on truth frames and store it beside the generator checkpoint."""
+    import numpy as np
+
+    from worldsim.data.loader import load_dataset
+    from worldsim.physics.state import state_layout
+    from worldsim.train.probe import save_probe, train_probe
+
+    train, val = load_dataset(cfg.data), load_dataset(cfg.val_data)
+    probe = train_probe(
+        train, val, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, cfg.device, channels=cfg.channels
+    )
+    path = save_probe(probe, cfg.checkpoint)
+    errors = np.asarray(probe.cfg.floor["val_mean_abs_error"])
+    names = state_layout(train.family)
+    print(
+        f"state probe: {path}\nmean absolute error on {probe.cfg.floor['val_frames']} held-out truth frames:"
+    )
+    for name, e in zip(names, errors, strict=True):
+        print(f"  {name:<16} {e:.4f}")
+
+
 def _bench(cfg: DictConfig) -> None:
     import runpy
 
@@ -173,6 +195,7 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "train": (_train, "train a generator on a dataset; write checkpoints and a fidelity report"),
     "dream": (_dream, "generate a video from a prompt under a policy's actions, beside MuJoCo's"),
     "demo": (_demo, "run every truth world (MuJoCo and its PyBullet twin) and write videos"),
+    "probe": (_probe, "train the state probe of a generator (frames -> state) on truth frames"),
     "bench": (_bench, "measure env and collection throughput; write benchmarks/results/*.json"),
 }
 

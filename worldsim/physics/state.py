@@ -42,6 +42,24 @@ STATE_LIMIT = 100.0  # state vectors are clipped to [-STATE_LIMIT, STATE_LIMIT]
 STATE_VECTOR_SIZE = {"balls": 1 + 5 * MAX_BALLS, "push": 12, "drive": 12}
 
 
+def state_layout(family: str) -> tuple[str, ...]:
+    """Names of the components of ``state_vector(family, ...)``, in order."""
+    if family == "balls":
+        per_ball = ("present", "x_m", "z_m", "vx_mps", "vz_mps")
+        return ("goal_x_m", *(f"ball{i}_{n}" for i in range(MAX_BALLS) for n in per_ball))
+    if family == "push":
+        return (
+            "pusher_x_m", "pusher_y_m", "pusher_vx_mps", "pusher_vy_mps", "object_x_m", "object_y_m",
+            "object_cos_yaw", "object_sin_yaw", "object_vx_mps", "object_vy_mps", "goal_x_m", "goal_y_m",
+        )  # fmt: skip
+    if family == "drive":
+        return (
+            "lane_offset_m", "ego_yaw_rad", "ego_speed_mps", "on_road", "lead_dx_m", "lead_dy_m",
+            "ped_dx_m", "ped_dy_m", "dist_lead_m", "dist_ped_m", "collision", "ego_y_m",
+        )  # fmt: skip
+    raise KeyError(f"unknown family {family!r}")
+
+
 def finish(family: str, raw: dict[str, np.ndarray], time_s: float) -> dict[str, np.ndarray]:
     """Complete a backend's raw state with the time, as float64 arrays, and check its keys."""
     out = {k: np.asarray(v, dtype=np.float64) for k, v in raw.items()}

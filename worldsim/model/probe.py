@@ -1,0 +1,77 @@
+"""The state probe: the physical state read back from frames, so state-based policies can act in a
+generated world.
+
+A generated world has pixels only. The probe is a small convolutional regressor trained on *truth*
+frames (MuJoCo's, from a dataset) to the truth env's state vector (``worldsim.physics.state``). It
+reads the two most recent frames, because velocities are part of the state and one frame does not
+show them. Its error on held-out truth frames is its floor: on generated frames it can be no better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from worldsim.model.world_model import to_float
+
+
+@dataclass
+class ProbeConfig:
+    """Shape of a probe and the statistics it was trained with; saved as its ``config.json``."""
+
+    family: str = "balls"
+    state_size: int = 16
+    width: int = 64
+    height: int = 64
+    frames: int = 2  # most recent frames read: velocities need two
+    channels: int = 32
+    hidden: int = 256
+    mean: list[float] = field(default_factory=list)  # per state component, to standardise targets
+    std: list[float] = field(default_factory=list)
+    floor: dict = field(default_factory=dict)  # its error on held-out truth frames (set by training)
+    kind: str = "state_probe"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> ProbeConfig:
+        if d.get("kind") != "state_probe":
+            raise ValueError(f"not a state probe config (kind={d.get('kind')!r})")
+        return ProbeConfig(**d)
+
+
+class StateProbe(nn.Module):
+    """``frames uint8[B, F, H, W, 3]`` (oldest first) to the state vector ``float[B, state_size]``."""
+
+    def __init__(self, cfg: ProbeConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.channels
+        layers: list[nn.Module] = []
+        c_in = 3 * cfg.frames
+        for c_out in (c, 2 * c, 2 * c, 4 * c):  # 64 -> 4 positions a side
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
+            c_in = c_out
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        cells = (cfg.height // 16) * (cfg.width // 16)
+        self.mlp = nn.Sequential(
+            nn.Linear(c_in * cells, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.state_size)
+        )
+        n = cfg.state_size
+        self.register_buffer("mean", torch.tensor(cfg.mean or [0.0] * n, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(cfg.std or [1.0] * n, dtype=torch.float32))
+
+    def standardised(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+        """The network's output: the state in standard units (what the training loss compares)."""
+        if frames_uint8.ndim != 5 or frames_uint8.shape[1] != self.cfg.frames:
+            raise ValueError(
+                f"the probe reads frames [B, {self.cfg.frames}, H, W, 3], got {tuple(frames_uint8.shape)}"
+            )
+        x = to_float(frames_uint8.to(self.mean.device)).flatten(1, 2)
+        return self.mlp(self.conv(x))
+
+    def forward(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+        return self.standardised(frames_uint8) * self.std + self.mean
