@@ -87,6 +87,90 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     return out
 
 
+def _dream_model(family: str):
+    """The shipped generator of ``family`` or, when none ships yet, an untrained one of the default
+    architecture (same cost per step)."""
+    from omegaconf import OmegaConf
+
+    from worldsim.checkpoints import SHIPPED_DIR, load_world_model
+    from worldsim.model.world_model import WorldModel, WorldModelConfig
+
+    if (SHIPPED_DIR / family / "config.json").is_file():
+        return load_world_model(None, family), "shipped checkpoint"
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml")
+    base = OmegaConf.merge(OmegaConf.create({**WorldModelConfig().to_dict(), "family": family}), yaml)
+    model = WorldModel(WorldModelConfig.from_dict(OmegaConf.to_container(base, resolve=True))).eval()
+    return model, "untrained model of configs/model/default.yaml"
+
+
+def dream_env_throughput(family: str, worlds: int = 64, steps: int = 10) -> dict:
+    """Env-steps/s of a ``DreamVectorEnv`` of ``worlds`` worlds (pixels, the checkpoint's own
+    sampling settings) and the latency of one single-world step."""
+    from envs.dream import DreamVectorEnv
+
+    model, source = _dream_model(family)
+    rng = np.random.default_rng(0)
+    vec = DreamVectorEnv(family, num_envs=worlds, model=model)
+    vec.reset(seed=0)
+    vec.step(rng.uniform(-1, 1, (worlds, 2)))  # warm up
+    start = time.perf_counter()
+    for _ in range(steps):
+        vec.step(rng.uniform(-1, 1, (worlds, 2)))
+    batched = worlds * steps / (time.perf_counter() - start)
+    vec.close()
+    one = DreamVectorEnv(family, num_envs=1, model=model)
+    one.reset(seed=0)
+    one.step(rng.uniform(-1, 1, (1, 2)))
+    start = time.perf_counter()
+    for _ in range(5 * steps):
+        one.step(rng.uniform(-1, 1, (1, 2)))
+    latency_ms = 1000 * (time.perf_counter() - start) / (5 * steps)
+    one.close()
+    return {
+        "model": source,
+        "worlds": worlds,
+        "sampling_steps": model.cfg.sampling_steps,
+        "env_steps_per_s": round(batched, 1),
+        "single_env_ms_per_step": round(latency_ms, 2),
+    }
+
+
+_PEAK_RSS_CHILD = """
+import resource, sys, numpy as np
+import worldsim
+sys.path.insert(0, {bench_dir!r})
+from run import _dream_model
+from envs.dream import DreamVectorEnv
+model, _ = _dream_model({family!r})
+env = DreamVectorEnv({family!r}, num_envs=1, model=model, horizon={steps})
+env.reset(seed=0)
+rng = np.random.default_rng(0)
+finite = True
+for _ in range({steps}):
+    obs, *_ = env.step(rng.uniform(-1, 1, (1, 2)))
+    finite &= bool(np.isfinite(obs).all())
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, finite)
+"""
+
+
+def dream_rollout_memory(family: str, short: int = 60, long: int = 600) -> dict:
+    """Peak resident memory of a process running one Dream world for ``short`` and for ``long``
+    steps (each in a fresh process, since the peak only grows)."""
+    import subprocess
+
+    out = {}
+    for steps in (short, long):
+        code = _PEAK_RSS_CHILD.format(bench_dir=str(Path(__file__).parent), family=family, steps=steps)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        peak_kb, finite = res.stdout.split()[-2:]
+        out[f"peak_rss_mb_{steps}_steps"] = round(int(peak_kb) / 1024, 1)
+        out[f"all_finite_{steps}_steps"] = finite == "True"
+    out["ratio_long_to_short"] = round(
+        out[f"peak_rss_mb_{long}_steps"] / out[f"peak_rss_mb_{short}_steps"], 3
+    )
+    return out
+
+
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     steps = int(args.get("steps", 300))
@@ -139,6 +223,31 @@ def main(argv: list[str]) -> None:
         )
     path = out / "generator.json"
     path.write_text(json.dumps(generator, indent=2) + "\n")
+    print(f"wrote {path}")
+
+    dream: dict = {
+        "note": "measured in the same run as truth_envs.json; targets: >= 0.3x the truth env (goal 1.0x), "
+        "peak memory of 600 steps < 1.5x that of 60",
+        "families": {},
+    }
+    for family, env_id in (
+        ("balls", "worldsim/Balls-v0"),
+        ("push", "worldsim/Push-v0"),
+        ("drive", "worldsim/Drive-v0"),
+    ):
+        d = dream_env_throughput(family)
+        truth = results["steps_per_s"][f"{env_id}|mujoco|pixels"]
+        d["truth_env_steps_per_s"] = truth
+        d["ratio_to_truth_env"] = round(d["env_steps_per_s"] / truth, 3)
+        d["memory"] = dream_rollout_memory(family)
+        dream["families"][family] = d
+        print(
+            f"dream env {family:6s} 64 worlds {d['env_steps_per_s']} steps/s = {d['ratio_to_truth_env']}x "
+            f"the truth env; one world {d['single_env_ms_per_step']} ms/step; memory {d['memory']}",
+            flush=True,
+        )
+    path = out / "dream_envs.json"
+    path.write_text(json.dumps(dream, indent=2) + "\n")
     print(f"wrote {path}")
 
 

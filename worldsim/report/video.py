@@ -55,3 +55,14 @@ def side_by_side(panels: Sequence[np.ndarray], gap_px: int = 2) -> np.ndarray:
             out.append(gap)
         out.append(p)
     return np.concatenate(out, axis=1)
+
+
+def grid(frames: Sequence[np.ndarray], columns: int, gap_px: int = 2) -> np.ndarray:
+    """Tile same-size frames ``[H, W, 3]`` row by row, ``columns`` per row (blank cells pad the last)."""
+    rows = []
+    for lo in range(0, len(frames), columns):
+        row = list(frames[lo : lo + columns])
+        row += [np.full_like(frames[0], 255)] * (columns - len(row))
+        rows.append(side_by_side(row, gap_px))
+    gap = np.full((gap_px, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([part for r in rows for part in (r, gap)][:-1], axis=0)

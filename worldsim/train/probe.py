@@ -20,26 +20,54 @@ from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_che
 PROBE_DIR = "probe"
 
 
+class ProbeData:
+    """Every step of every episode of a dataset: the frames once (``uint8[N, H, W, 3]``), the index
+    of each step's earlier frames, and the state vectors ``float32[N, S]``. The first steps of an
+    episode repeat its first frame, as a Dream env's start context does."""
+
+    def __init__(self, dataset: Dataset, frames: int = 2) -> None:
+        family = dataset.family
+        all_frames, lookback, states, offset = [], [], [], 0
+        for i in range(len(dataset)):
+            e = dataset.episode(i)
+            n = len(e.frames)
+            all_frames.append(e.frames)
+            idx = np.arange(n)[:, None] + np.arange(-frames + 1, 1)[None]
+            lookback.append(offset + np.clip(idx, 0, None))
+            states.append(
+                np.stack([state_vector(family, {k: v[t] for k, v in e.states.items()}) for t in range(n)])
+            )
+            offset += n
+        self.frames = np.concatenate(all_frames)
+        self.lookback = np.concatenate(lookback)
+        self.states = np.concatenate(states).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def inputs(self, picks: np.ndarray) -> np.ndarray:
+        """``uint8[len(picks), frames, H, W, 3]``: each picked step with its earlier frames."""
+        return self.frames[self.lookback[picks]]
+
+
 def probe_pairs(dataset: Dataset, frames: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``uint8[N, frames, H, W, 3]`` and state vectors ``float32[N, S]`` of every step of every
-    episode. The first steps repeat the first frame, as a Dream env's start context does."""
-    xs, ys = [], []
-    family = dataset.family
-    for i in range(len(dataset)):
-        e = dataset.episode(i)
-        n = len(e.frames)
-        idx = np.arange(n)[:, None] + np.arange(-frames + 1, 1)[None]
-        xs.append(e.frames[np.clip(idx, 0, None)])
-        ys.append(np.stack([state_vector(family, {k: v[t] for k, v in e.states.items()}) for t in range(n)]))
-    return np.concatenate(xs), np.concatenate(ys).astype(np.float32)
+    """All inputs and state vectors of a (small) dataset at once; see ``ProbeData``."""
+    data = ProbeData(dataset, frames)
+    return data.inputs(np.arange(len(data))), data.states
 
 
 @torch.no_grad()
-def probe_errors(probe: StateProbe, x: np.ndarray, y: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Mean absolute error per state component ``[S]`` over the pairs ``(x, y)``."""
+def probe_errors(
+    probe: StateProbe, data: ProbeData, picks: np.ndarray | None = None, batch: int = 256
+) -> np.ndarray:
+    """Mean absolute error per state component ``[S]`` over the ``picks`` steps of ``data`` (all by default)."""
     probe.eval()
-    out = [probe(torch.from_numpy(x[i : i + batch])).cpu().numpy() for i in range(0, len(x), batch)]
-    return np.abs(np.concatenate(out) - y).mean(0)
+    picks = np.arange(len(data)) if picks is None else picks
+    out = [
+        probe(torch.from_numpy(data.inputs(picks[i : i + batch]))).cpu().numpy()
+        for i in range(0, len(picks), batch)
+    ]
+    return np.abs(np.concatenate(out) - data.states[picks]).mean(0)
 
 
 def train_probe(
@@ -57,8 +85,9 @@ def train_probe(
         raise ValueError(f"train data is {train.family!r}, validation data {val.family!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x, y = probe_pairs(train)
-    h, w = x.shape[2:4]
+    data = ProbeData(train)
+    y = data.states
+    h, w = data.frames.shape[1:3]
     std = np.maximum(y.std(0), 1e-3)  # constant components (absent-ball slots) stay finite
     cfg = ProbeConfig(
         family=train.family,
@@ -75,20 +104,19 @@ def train_probe(
     target = (torch.from_numpy(y) - probe.mean.cpu()) / probe.std.cpu()
     probe.train()
     for _ in range(steps):
-        pick = rng.integers(0, len(x), batch_size)
-        pred = probe.standardised(torch.from_numpy(x[pick]))
+        pick = rng.integers(0, len(data), batch_size)
+        pred = probe.standardised(torch.from_numpy(data.inputs(pick)))
         loss = torch.nn.functional.smooth_l1_loss(pred, target[pick].to(device), beta=0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    vx, vy = probe_pairs(val)
-    errors = probe_errors(probe, vx, vy)
-    train_errors = probe_errors(probe, x[:: max(1, len(x) // 5000)], y[:: max(1, len(x) // 5000)])
+    held_out = ProbeData(val)
+    fit_picks = rng.choice(len(data), min(len(data), 5000), replace=False)
     cfg.floor = {
-        "val_mean_abs_error": errors.tolist(),
-        "train_mean_abs_error": train_errors.tolist(),
-        "val_frames": int(len(vx)),
+        "val_mean_abs_error": probe_errors(probe, held_out).tolist(),
+        "train_mean_abs_error": probe_errors(probe, data, fit_picks).tolist(),
+        "val_frames": len(held_out),
         "steps": steps,
     }
     return probe.eval()
