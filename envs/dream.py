@@ -30,7 +30,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.truth import ACTION_SPACE, observation_space
-from worldsim.model.probe import StateProbe
+from worldsim.model.probe import COLOUR_SLOTS, StateProbe, object_colours
 from worldsim.model.world_model import WorldModel, to_float
 from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
@@ -144,6 +144,7 @@ class DreamVectorEnv(VectorEnv):
         self._mask = torch.zeros(n, k, dtype=torch.bool, device=self.device)
         self._actions = torch.zeros(n, k, cfg.action_dim, device=self.device)
         self._prompts: torch.Tensor | None = None
+        self._colours = torch.zeros(n, 3 * COLOUR_SLOTS, device=self.device)  # what the probe is told
         self._steps = np.zeros(n, dtype=np.int64)
         self._ended = np.zeros(n, dtype=bool)
         self._started = False
@@ -178,6 +179,7 @@ class DreamVectorEnv(VectorEnv):
         for i in worlds:
             spec = fixed if fixed is not None else self.family.sample(self._rngs[i], self.split)
             self.scenes[i], self.captions[i] = spec, caption(spec)
+            self._colours[i] = torch.from_numpy(object_colours(spec))
         idx = torch.as_tensor(worlds, device=self.device)
         k = self.model.cfg.context
         prompts = self.model.encode_prompts([self.captions[i] for i in worlds])
@@ -252,7 +254,13 @@ class DreamVectorEnv(VectorEnv):
             return pixels
         with torch.no_grad():
             recent = self._frames[:, -self.probe.cfg.frames :]
-            state = self.probe(recent).clamp(-STATE_LIMIT, STATE_LIMIT).cpu().numpy().astype(np.float32)
+            state = (
+                self.probe(recent, self._colours)
+                .clamp(-STATE_LIMIT, STATE_LIMIT)
+                .cpu()
+                .numpy()
+                .astype(np.float32)
+            )
         return state if self.obs_mode == "state" else {"pixels": pixels, "state": state}
 
     def _info(self, restarted: np.ndarray) -> dict:

@@ -199,7 +199,8 @@ def test_state_observations_come_from_the_probe(balls_model, tmp_path):
     save_probe(probe, tmp_path)  # beside a generator checkpoint: <checkpoint>/probe/
     again = load_probe(tmp_path, "balls")
     frames = torch.randint(0, 255, (2, 2, 64, 64, 3), dtype=torch.uint8)
-    torch.testing.assert_close(again(frames), probe(frames))
+    colours = torch.rand(2, 9)
+    torch.testing.assert_close(again(frames, colours), probe(frames, colours))
     with pytest.raises(CheckpointError, match="is for 'balls'"):
         load_probe(tmp_path, "push")
     with pytest.raises(CheckpointError, match="no state probe"):

@@ -4,17 +4,34 @@ generated world.
 A generated world has pixels only. The probe is a small convolutional regressor trained on *truth*
 frames (MuJoCo's, from a dataset) to the truth env's state vector (``worldsim.physics.state``). It
 reads the two most recent frames, because velocities are part of the state and one frame does not
-show them. Its error on held-out truth frames is its floor: on generated frames it can be no better.
+show them, and the colours of the scene's objects in state order, because pixels do not say which
+ball is the agent (slot 0 of the Balls state): the prompt does. Its error on held-out truth frames
+is its floor: on generated frames it can be no better.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from worldsim.model.world_model import to_float
+
+COLOUR_SLOTS = 3  # objects whose colour the probe is told, in state order (Balls has up to 3 balls)
+
+
+def object_colours(spec: object, slots: int = COLOUR_SLOTS) -> np.ndarray:
+    """RGB in [0, 1] of the first ``slots`` objects of ``spec`` in state order, zeros for absent ones:
+    ``float32[slots * 3]``."""
+    from worldsim.scenes import family_of
+    from worldsim.scenes.colours import rgb_uint8
+
+    out = np.zeros((slots, 3), np.float32)
+    for j, info in enumerate(family_of(spec).objects(spec)[:slots]):
+        out[j] = np.asarray(rgb_uint8(info.colour), np.float32) / 255.0
+    return out.ravel()
 
 
 @dataclass
@@ -26,6 +43,7 @@ class ProbeConfig:
     width: int = 64
     height: int = 64
     frames: int = 2  # most recent frames read: velocities need two
+    colour_slots: int = COLOUR_SLOTS
     channels: int = 32
     hidden: int = 256
     mean: list[float] = field(default_factory=list)  # per state component, to standardise targets
@@ -44,7 +62,8 @@ class ProbeConfig:
 
 
 class StateProbe(nn.Module):
-    """``frames uint8[B, F, H, W, 3]`` (oldest first) to the state vector ``float[B, state_size]``."""
+    """``frames uint8[B, F, H, W, 3]`` (oldest first) and ``object_colours`` ``[B, 3 slots]`` to the
+    state vector ``float[B, state_size]``."""
 
     def __init__(self, cfg: ProbeConfig) -> None:
         super().__init__()
@@ -58,20 +77,22 @@ class StateProbe(nn.Module):
         self.conv = nn.Sequential(*layers, nn.Flatten())
         cells = (cfg.height // 16) * (cfg.width // 16)
         self.mlp = nn.Sequential(
-            nn.Linear(c_in * cells, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.state_size)
+            nn.Linear(c_in * cells + 3 * cfg.colour_slots, cfg.hidden),
+            nn.SiLU(),
+            nn.Linear(cfg.hidden, cfg.state_size),
         )
         n = cfg.state_size
         self.register_buffer("mean", torch.tensor(cfg.mean or [0.0] * n, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(cfg.std or [1.0] * n, dtype=torch.float32))
 
-    def standardised(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+    def standardised(self, frames_uint8: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
         """The network's output: the state in standard units (what the training loss compares)."""
         if frames_uint8.ndim != 5 or frames_uint8.shape[1] != self.cfg.frames:
             raise ValueError(
                 f"the probe reads frames [B, {self.cfg.frames}, H, W, 3], got {tuple(frames_uint8.shape)}"
             )
         x = to_float(frames_uint8.to(self.mean.device)).flatten(1, 2)
-        return self.mlp(self.conv(x))
+        return self.mlp(torch.cat([self.conv(x), colours.to(self.mean.device).float()], dim=1))
 
-    def forward(self, frames_uint8: torch.Tensor) -> torch.Tensor:
-        return self.standardised(frames_uint8) * self.std + self.mean
+    def forward(self, frames_uint8: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+        return self.standardised(frames_uint8, colours) * self.std + self.mean

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from worldsim.data.loader import Dataset
-from worldsim.model.probe import ProbeConfig, StateProbe
+from worldsim.model.probe import ProbeConfig, StateProbe, object_colours
 from worldsim.physics.state import STATE_VECTOR_SIZE, state_vector
 from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -27,7 +27,7 @@ class ProbeData:
 
     def __init__(self, dataset: Dataset, frames: int = 2) -> None:
         family = dataset.family
-        all_frames, lookback, states, offset = [], [], [], 0
+        all_frames, lookback, states, colours, offset = [], [], [], [], 0
         for i in range(len(dataset)):
             e = dataset.episode(i)
             n = len(e.frames)
@@ -37,23 +37,26 @@ class ProbeData:
             states.append(
                 np.stack([state_vector(family, {k: v[t] for k, v in e.states.items()}) for t in range(n)])
             )
+            colours.append(np.repeat(object_colours(e.spec)[None], n, axis=0))
             offset += n
         self.frames = np.concatenate(all_frames)
         self.lookback = np.concatenate(lookback)
         self.states = np.concatenate(states).astype(np.float32)
+        self.colours = np.concatenate(colours)
 
     def __len__(self) -> int:
         return len(self.states)
 
-    def inputs(self, picks: np.ndarray) -> np.ndarray:
-        """``uint8[len(picks), frames, H, W, 3]``: each picked step with its earlier frames."""
-        return self.frames[self.lookback[picks]]
+    def inputs(self, picks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe's inputs for the picked steps: frames ``uint8[P, frames, H, W, 3]`` (each step
+        with its earlier frames) and object colours ``[P, 3 slots]``."""
+        return torch.from_numpy(self.frames[self.lookback[picks]]), torch.from_numpy(self.colours[picks])
 
 
 def probe_pairs(dataset: Dataset, frames: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """All inputs and state vectors of a (small) dataset at once; see ``ProbeData``."""
+    """All input frames and state vectors of a (small) dataset at once; see ``ProbeData``."""
     data = ProbeData(dataset, frames)
-    return data.inputs(np.arange(len(data))), data.states
+    return data.inputs(np.arange(len(data)))[0].numpy(), data.states
 
 
 @torch.no_grad()
@@ -63,10 +66,7 @@ def probe_errors(
     """Mean absolute error per state component ``[S]`` over the ``picks`` steps of ``data`` (all by default)."""
     probe.eval()
     picks = np.arange(len(data)) if picks is None else picks
-    out = [
-        probe(torch.from_numpy(data.inputs(picks[i : i + batch]))).cpu().numpy()
-        for i in range(0, len(picks), batch)
-    ]
+    out = [probe(*data.inputs(picks[i : i + batch])).cpu().numpy() for i in range(0, len(picks), batch)]
     return np.abs(np.concatenate(out) - data.states[picks]).mean(0)
 
 
@@ -105,7 +105,7 @@ def train_probe(
     probe.train()
     for _ in range(steps):
         pick = rng.integers(0, len(data), batch_size)
-        pred = probe.standardised(torch.from_numpy(data.inputs(pick)))
+        pred = probe.standardised(*data.inputs(pick))
         loss = torch.nn.functional.smooth_l1_loss(pred, target[pick].to(device), beta=0.1)
         opt.zero_grad()
         loss.backward()
