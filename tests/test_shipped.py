@@ -41,3 +41,33 @@ def test_shipped_checkpoint_follows_mujoco_for_10_steps(family: str) -> None:
         drawn = extract_objects(d.generated[-1], palette).visible
         assert (drawn | ~shown).all(), f"{family} seed {seed}: objects lost within {STEPS} steps"
     assert float(np.mean(errors)) < BOUND_PX, f"{family}: centroid errors {errors} px"
+
+
+def test_ship_stores_float16_and_loads_as_float32(tmp_path):
+    import torch
+
+    from worldsim.checkpoints import ship
+    from worldsim.model import WorldModel, WorldModelConfig
+    from worldsim.model.probe import ProbeConfig, StateProbe
+    from worldsim.model.unet import UNetConfig
+    from worldsim.train.checkpoint import save_checkpoint
+    from worldsim.train.probe import load_probe, save_probe
+
+    cfg = WorldModelConfig(family="push", context=2, cond_dim=16, unet=UNetConfig(channels=[8, 8], groups=4))
+    cfg.prompt.dim, cfg.prompt.layers, cfg.prompt.heads, cfg.prompt.out_dim = 8, 1, 2, 8
+    cfg.heads.channels, cfg.heads.hidden = 4, 8
+    model = WorldModel(cfg)
+    save_checkpoint(tmp_path / "run", model, cfg.to_dict(), family="push", step=7)
+    probe = StateProbe(ProbeConfig(family="push", state_size=12, channels=8, hidden=8))
+    save_probe(probe, tmp_path / "run")
+    dest = ship(tmp_path / "run", "push", tmp_path / "shipped")
+    loaded = load_world_model(dest, "push")
+    assert next(loaded.parameters()).dtype == torch.float32
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a.float(), b.float(), atol=1e-3, rtol=1e-3, msg=name)
+    frames, colours = torch.randint(0, 255, (1, 2, 64, 64, 3), dtype=torch.uint8), torch.rand(1, 9)
+    torch.testing.assert_close(
+        load_probe(dest, "push")(frames, colours), probe(frames, colours), atol=2e-2, rtol=2e-2
+    )
+    size = (dest / "model.safetensors").stat().st_size
+    assert size < 0.6 * (tmp_path / "run" / "model.safetensors").stat().st_size

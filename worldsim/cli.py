@@ -183,6 +183,38 @@ def _probe(cfg: DictConfig) -> None:
         print(f"  {name:<16} {e:.4f}")
 
 
+def _ship(cfg: DictConfig) -> None:
+    """Copy a trained generator (and its probe) into the package as the shipped default."""
+    from worldsim.checkpoints import ship
+
+    dest = ship(cfg.checkpoint, cfg.scene, cfg.get("dest"))
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"shipped {cfg.checkpoint} as {dest} ({size / 1e6:.1f} MB)")
+
+
+def _report(cfg: DictConfig) -> None:
+    """The fidelity report of a checkpoint (default: the shipped one) on held-out datasets."""
+    import json
+
+    from worldsim.checkpoints import shipped
+
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else shipped(cfg.scene)
+    report = _fidelity(checkpoint, cfg)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    for split in ("val", "ood"):
+        for h in cfg.horizons:
+            s = report.get(split, {}).get(f"h{h}", {}).get("summary")
+            if s:
+                print(
+                    f"{split} h{h}: model {s['model']:.2f} px, frozen {s['frozen']:.2f}, engine "
+                    f"{s.get('engine', float('nan')):.2f}, parsing {s['parsing']:.2f}; frozen ratio "
+                    f"{s['frozen_ratio']:.2f}, engine ratio {s.get('engine_ratio', float('nan')):.2f}"
+                )
+    print(f"fidelity report: {out}")
+
+
 def _bench(cfg: DictConfig) -> None:
     import runpy
 
@@ -196,6 +228,8 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "dream": (_dream, "generate a video from a prompt under a policy's actions, beside MuJoCo's"),
     "demo": (_demo, "run every truth world (MuJoCo and its PyBullet twin) and write videos"),
     "probe": (_probe, "train the state probe of a generator (frames -> state) on truth frames"),
+    "ship": (_ship, "copy a trained generator into the package as the shipped checkpoint (float16)"),
+    "report": (_report, "the fidelity report of a checkpoint (default: the shipped one)"),
     "bench": (_bench, "measure env and collection throughput; write benchmarks/results/*.json"),
 }
 

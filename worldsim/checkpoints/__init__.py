@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.train.checkpoint import CheckpointError, load_checkpoint
+from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 
@@ -37,3 +37,31 @@ def load_world_model(
     ckpt = load_checkpoint(path, family=family, map_location=device)
     model = WorldModel(WorldModelConfig.from_dict(ckpt.config))
     return ckpt.load_into(model).to(device).eval()
+
+
+def ship(checkpoint: str | Path, family: str, dest: str | Path | None = None) -> Path:
+    """Copy a trained generator (and its state probe, if it has one) into the package as the shipped
+    checkpoint of ``family``, with float weights stored as float16: half the size, and the model
+    computes in float32 after loading. Measure the shipped copy, not the run's."""
+    from worldsim.model.probe import ProbeConfig, StateProbe
+    from worldsim.train.probe import PROBE_DIR
+
+    src = Path(checkpoint)
+    dest = Path(dest) if dest is not None else SHIPPED_DIR / family
+    parts = [("", lambda cfg: WorldModel(WorldModelConfig.from_dict(cfg)))]
+    if (src / PROBE_DIR / "config.json").is_file():
+        parts.append((PROBE_DIR, lambda cfg: StateProbe(ProbeConfig.from_dict(cfg))))
+    for sub, build in parts:
+        ckpt = load_checkpoint(src / sub, family=family)
+        module = ckpt.load_into(build(ckpt.config)).half()
+        save_checkpoint(
+            dest / sub,
+            module,
+            ckpt.config,
+            family=family,
+            frame_size=ckpt.frame_size,
+            data_manifest_sha256=ckpt.data_manifest_sha256,
+            metadata={**ckpt.metadata, "shipped_from": str(src), "weights": "float16"},
+            step=ckpt.step,
+        )
+    return dest
