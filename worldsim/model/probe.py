@@ -70,7 +70,7 @@ class StateProbe(nn.Module):
         self.cfg = cfg
         c = cfg.channels
         layers: list[nn.Module] = []
-        c_in = 3 * cfg.frames
+        c_in = (3 + cfg.colour_slots) * cfg.frames  # RGB and one "is this object's colour" map per slot
         for c_out in (c, 2 * c, 2 * c, 4 * c):  # 64 -> 4 positions a side
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
             c_in = c_out
@@ -91,8 +91,18 @@ class StateProbe(nn.Module):
             raise ValueError(
                 f"the probe reads frames [B, {self.cfg.frames}, H, W, 3], got {tuple(frames_uint8.shape)}"
             )
-        x = to_float(frames_uint8.to(self.mean.device)).flatten(1, 2)
-        return self.mlp(torch.cat([self.conv(x), colours.to(self.mean.device).float()], dim=1))
+        x = to_float(frames_uint8.to(self.mean.device))  # [B, F, 3, H, W] in [-1, 1]
+        colours = colours.to(self.mean.device).float()
+        # Each slot's colour as a map of where it is drawn: finding "the agent ball" becomes finding
+        # a blob in one channel, rather than binding colour to position deep in the network.
+        rgb = colours.view(-1, 1, self.cfg.colour_slots, 3, 1, 1) * 2.0 - 1.0
+        dist2 = ((x[:, :, None] - rgb) ** 2).sum(3)  # [B, F, slots, H, W]
+        maps = (
+            torch.exp(-dist2 / 0.02)
+            * (colours.view(-1, 1, self.cfg.colour_slots, 3).sum(-1) > 0)[..., None, None]
+        )
+        x = torch.cat([x, maps], dim=2).flatten(1, 2)
+        return self.mlp(torch.cat([self.conv(x), colours], dim=1))
 
     def forward(self, frames_uint8: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
         return self.standardised(frames_uint8, colours) * self.std + self.mean
