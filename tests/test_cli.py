@@ -34,7 +34,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_verb_and_unknown_verbs_fail():
     done = run("--help")
     assert done.returncode == 0
-    for verb in ("collect", "train", "dream", "demo", "bench"):
+    for verb in ("collect", "train", "probe", "ship", "report", "dream", "demo", "bench"):
         assert verb in done.stdout
     assert run("fly").returncode == 2
     assert "steps: 600" in run("dream", "--help").stdout
@@ -46,6 +46,8 @@ def test_smoke_demo_writes_a_video_per_scene(tmp_path):
     for scene in ("balls", "push"):
         video = iio.imread(tmp_path / f"{scene}.mp4")
         assert video.shape[0] == 4 and video.shape[2] > video.shape[1]  # MuJoCo | PyBullet side by side
+        dreamed = iio.imread(tmp_path / f"{scene}_dream.mp4")  # the shipped generator | MuJoCo
+        assert dreamed.shape[0] == 5 and dreamed.shape[1:] == video.shape[1:]  # the start frame + 4
 
 
 def test_smoke_dream_writes_video_frames_and_report(tmp_path):
