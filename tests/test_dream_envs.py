@@ -64,9 +64,12 @@ def test_single_env_passes_gymnasium_and_sb3_checks(balls_model):
 
 
 @pytest.mark.parametrize("family", ["push", "drive"])
-def test_every_family_passes_gymnasium_check(family):
+def test_every_family_passes_gymnasium_and_sb3_checks(family):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
     env = gym.make(DREAM_IDS[family], model=random_generator(family), horizon=10)
     check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=True)
     env.close()
 
 
