@@ -22,6 +22,8 @@ import numpy as np  # noqa: E402
 import worldsim  # noqa: E402
 from worldsim.registration import TRUTH_ENVS  # noqa: E402
 
+FAMILY_ENVS = {"balls": "worldsim/Balls-v0", "push": "worldsim/Push-v0", "drive": "worldsim/Drive-v0"}
+
 
 def env_steps_per_s(env_id: str, backend: str, obs: str, steps: int) -> float:
     """Steps per second of one env in this process, random actions, resets included."""
@@ -60,18 +62,8 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     sampling-step count. Uses the shipped checkpoint, or an untrained model of the default
     architecture (same cost) when none ships yet."""
     import torch
-    from omegaconf import OmegaConf
 
-    from worldsim.checkpoints import SHIPPED_DIR, load_world_model
-    from worldsim.model.world_model import WorldModel, WorldModelConfig
-
-    if (SHIPPED_DIR / family / "config.json").is_file():
-        model, source = load_world_model(None, family), "shipped checkpoint"
-    else:
-        yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml")
-        base = OmegaConf.merge(OmegaConf.create(WorldModelConfig().to_dict()), yaml)
-        model = WorldModel(WorldModelConfig.from_dict(OmegaConf.to_container(base, resolve=True))).eval()
-        source = "untrained model of configs/model/default.yaml"
+    model, source = bench_model(family)
     cfg = model.cfg
     ctx = torch.randint(0, 255, (worlds, cfg.context, cfg.height, cfg.width, 3), dtype=torch.uint8)
     actions = torch.zeros(worlds, cfg.context, cfg.action_dim)
@@ -87,7 +79,7 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     return out
 
 
-def _dream_model(family: str):
+def bench_model(family: str):
     """The shipped generator of ``family`` or, when none ships yet, an untrained one of the default
     architecture (same cost per step)."""
     from omegaconf import OmegaConf
@@ -108,7 +100,7 @@ def dream_env_throughput(family: str, worlds: int = 64, steps: int = 10) -> dict
     sampling settings) and the latency of one single-world step."""
     from envs.dream import DreamVectorEnv
 
-    model, source = _dream_model(family)
+    model, source = bench_model(family)
     rng = np.random.default_rng(0)
     vec = DreamVectorEnv(family, num_envs=worlds, model=model)
     vec.reset(seed=0)
@@ -139,9 +131,9 @@ _PEAK_RSS_CHILD = """
 import resource, sys, numpy as np
 import worldsim
 sys.path.insert(0, {bench_dir!r})
-from run import _dream_model
+from run import bench_model
 from envs.dream import DreamVectorEnv
-model, _ = _dream_model({family!r})
+model, _ = bench_model({family!r})
 env = DreamVectorEnv({family!r}, num_envs=1, model=model, horizon={steps})
 env.reset(seed=0)
 rng = np.random.default_rng(0)
@@ -206,11 +198,7 @@ def main(argv: list[str]) -> None:
     print(f"wrote {path}")
 
     generator: dict = {"note": "measured in the same run as truth_envs.json", "families": {}}
-    for family, env_id in (
-        ("balls", "worldsim/Balls-v0"),
-        ("push", "worldsim/Push-v0"),
-        ("drive", "worldsim/Drive-v0"),
-    ):
+    for family, env_id in FAMILY_ENVS.items():
         g = generator_frames_per_s(family)
         truth = results["steps_per_s"][f"{env_id}|mujoco|pixels"]
         default = g["frames_per_s"][f"{g['sampling_steps_default']}_steps"]
@@ -230,11 +218,7 @@ def main(argv: list[str]) -> None:
         "peak memory of 600 steps < 1.5x that of 60",
         "families": {},
     }
-    for family, env_id in (
-        ("balls", "worldsim/Balls-v0"),
-        ("push", "worldsim/Push-v0"),
-        ("drive", "worldsim/Drive-v0"),
-    ):
+    for family, env_id in FAMILY_ENVS.items():
         d = dream_env_throughput(family)
         truth = results["steps_per_s"][f"{env_id}|mujoco|pixels"]
         d["truth_env_steps_per_s"] = truth

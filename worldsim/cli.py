@@ -73,19 +73,14 @@ def _demo_dream(scene: str, spec, cfg: DictConfig, out: Path) -> None:
 
     from policies import make_policy
     from worldsim.checkpoints import load_world_model
-    from worldsim.dream import dream, dream_report
-    from worldsim.report.video import side_by_side, upscale, write_mp4
+    from worldsim.dream import dream, dream_report, write_video
     from worldsim.scenes import caption
 
     model = load_world_model(None, scene)
     d = dream(
         model, spec, caption(spec), cfg.steps, make_policy(scene, "scripted", np.random.default_rng(cfg.seed))
     )
-    frames = [
-        side_by_side([upscale(g, cfg.upscale), upscale(t, cfg.upscale)])
-        for g, t in zip(d.generated, d.truth, strict=True)
-    ]
-    path = write_mp4(frames, out / f"{scene}_dream.mp4", fps=10)
+    path = write_video(d, out / f"{scene}_dream.mp4", cfg.upscale)
     err = dream_report(d, spec)["centroid_error"]["all"]["error_px"]  # None when no object is in view
     shown = "n/a" if err is None else f"{err:.2f} px"
     print(f"  wrote {path} (shipped generator | MuJoCo; mean centroid error over {cfg.steps} steps {shown})")
@@ -143,8 +138,7 @@ def _dream(cfg: DictConfig) -> None:
 
     from policies import make_policy
     from worldsim.checkpoints import load_world_model
-    from worldsim.dream import dream, dream_report
-    from worldsim.report.video import side_by_side, upscale, write_mp4
+    from worldsim.dream import dream, dream_report, write_video
     from worldsim.scenes import caption, parse_prompt, sample
 
     spec = (
@@ -168,11 +162,7 @@ def _dream(cfg: DictConfig) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "frames.npz", generated=d.generated, truth=d.truth, actions=d.actions)
-    frames = [
-        side_by_side([upscale(g, cfg.upscale), upscale(t, cfg.upscale)])
-        for g, t in zip(d.generated, d.truth, strict=True)
-    ]
-    write_mp4(frames, out / "dream.mp4", fps=10)
+    write_video(d, out / "dream.mp4", cfg.upscale)
     report = {
         **dream_report(d, spec),
         "seconds": seconds,

@@ -10,6 +10,7 @@ padded to the model's K context frames with a mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -93,6 +94,17 @@ def dream(
         truth.append(sim.render())
     sim.close()
     return Dream(np.stack(generated), np.stack(truth), np.stack(taken), caption)
+
+
+def write_video(d: Dream, path: str | Path, upscale_factor: int = 4) -> Path:
+    """The dream as an mp4: generated frames (left) beside MuJoCo's (right), upscaled."""
+    from worldsim.report.video import side_by_side, upscale, write_mp4
+
+    frames = [
+        side_by_side([upscale(g, upscale_factor), upscale(t, upscale_factor)])
+        for g, t in zip(d.generated, d.truth, strict=True)
+    ]
+    return write_mp4(frames, path, fps=10)
 
 
 def collapse_check(
