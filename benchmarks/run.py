@@ -76,6 +76,7 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
             model.predict_next(ctx, actions, prompt, steps=n)
         out["frames_per_s"][f"{n}_steps"] = round(worlds * steps / (time.perf_counter() - start), 1)
     out["sampling_steps_default"] = cfg.sampling_steps
+    out["sampling_precision"] = cfg.sampling_precision
     return out
 
 
@@ -122,6 +123,7 @@ def dream_env_throughput(family: str, worlds: int = 64, steps: int = 10) -> dict
         "model": source,
         "worlds": worlds,
         "sampling_steps": model.cfg.sampling_steps,
+        "sampling_precision": model.cfg.sampling_precision,
         "env_steps_per_s": round(batched, 1),
         "single_env_ms_per_step": round(latency_ms, 2),
     }

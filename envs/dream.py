@@ -31,7 +31,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.truth import ACTION_SPACE, observation_space
 from worldsim.model.probe import COLOUR_SLOTS, StateProbe, object_colours
-from worldsim.model.world_model import WorldModel, to_float
+from worldsim.model.world_model import WorldModel, check_precision, to_float
 from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
 from worldsim.scenes import caption, family_of, parse_prompt
@@ -68,8 +68,8 @@ class DreamVectorEnv(VectorEnv):
     ``prompt`` (every world this prompt; else specs drawn from the ``split`` sampler), ``obs``
     (``"pixels"``, ``"state"`` or ``"both"``, as in the truth env; the state is read from the two
     most recent frames by the checkpoint's state probe), ``horizon`` (default: the truth env's),
-    ``device``,
-    ``sampling_steps`` (default: the checkpoint's), ``context`` (``"real"``: MuJoCo's first frame of
+    ``device``, ``sampling_steps`` and ``sampling_precision`` (``"float32"`` or ``"bfloat16"``;
+    default: the checkpoint's), ``context`` (``"real"``: MuJoCo's first frame of
     the spec; ``"generated"``: a first frame generated from the prompt alone).
     """
 
@@ -88,6 +88,7 @@ class DreamVectorEnv(VectorEnv):
         horizon: int | None = None,
         device: str = "cpu",
         sampling_steps: int | None = None,
+        sampling_precision: str | None = None,
         context: str = "real",
         render_mode: str | None = None,
     ) -> None:
@@ -127,6 +128,9 @@ class DreamVectorEnv(VectorEnv):
         self.obs_mode = obs
         self.horizon = int(horizon) if horizon is not None else default_horizon(self.family.name)
         self.sampling_steps = sampling_steps
+        self.sampling_precision = (
+            check_precision(sampling_precision) if sampling_precision is not None else None
+        )
         self.context_mode = context
         self.render_mode = render_mode
         self.single_observation_space = observation_space(self.family.name, obs, cfg.width, cfg.height)
@@ -192,9 +196,7 @@ class DreamVectorEnv(VectorEnv):
             empty, mask = self.model.empty_context(len(worlds))
             noise = self._noise(worlds)
             acts = torch.zeros(len(worlds), k, self.model.cfg.action_dim, device=self.device)
-            first = self.model.predict_next(
-                empty, acts, prompts, mask, steps=self.sampling_steps, noise=noise
-            )
+            first = self.model.predict_next(empty, acts, prompts, mask, **self._sampling(), noise=noise)
         first = first.to(self.device)
         self._frames[idx] = first[:, None].expand(-1, k, *first.shape[1:])
         self._mask[idx] = False
@@ -202,6 +204,9 @@ class DreamVectorEnv(VectorEnv):
         self._actions[idx] = 0.0
         self._steps[worlds] = 0
         self._ended[worlds] = False
+
+    def _sampling(self) -> dict[str, Any]:
+        return {"steps": self.sampling_steps, "precision": self.sampling_precision}
 
     def _noise(self, worlds: np.ndarray) -> dict[str, torch.Tensor]:
         """Each world's sampling noise from its own stream: batching does not change what it draws."""
@@ -232,7 +237,7 @@ class DreamVectorEnv(VectorEnv):
             acts = torch.cat([self._actions[idx, 1:], a[live, None].to(self.device)], dim=1)
             ctx, mask, prompt = self._frames[idx], self._mask[idx], self._prompts[idx]
             nxt = self.model.predict_next(
-                ctx, acts, prompt, mask, steps=self.sampling_steps, noise=self._noise(live)
+                ctx, acts, prompt, mask, **self._sampling(), noise=self._noise(live)
             )
             reward, logit = self.model.heads(to_float(ctx[:, -1]), acts[:, -1], to_float(nxt), prompt)
             rewards[live] = reward.cpu().numpy()

@@ -386,3 +386,25 @@ def test_windows_longer_than_every_episode_fail_clearly(tmp_path):
     ds = load_dataset(_synthetic_dataset(tmp_path, [3, 2]))
     with pytest.raises(DatasetError, match="no episode .* long enough for context=2, horizon=5"):
         WindowSampler(ds, context=2, horizon=5)
+
+
+def test_motion_share_draws_windows_in_proportion_to_moving_pixels(datasets):
+    ds = load_dataset(datasets("balls"))
+    uniform = WindowSampler(ds, context=2)
+    moved = uniform.moved_pixels().astype(float)
+    assert moved.std() > 0.3 * moved.mean()  # windows differ in motion, so weighting changes the draw
+    weighted_mean = (moved**2).sum() / moved.sum()  # E[moved] when drawn in proportion to it
+    n = 4000
+    by_motion = WindowSampler(ds, context=2, motion_share=1.0).sample(n, np.random.default_rng(0))
+    half = WindowSampler(ds, context=2, motion_share=0.5).sample(n, np.random.default_rng(0))
+    assert moved[_window_index(uniform, by_motion)].mean() == pytest.approx(weighted_mean, rel=0.05)
+    expected_half = 0.5 * (weighted_mean + moved.mean())
+    assert moved[_window_index(uniform, half)].mean() == pytest.approx(expected_half, rel=0.05)
+    with pytest.raises(ValueError, match="motion_share"):
+        WindowSampler(ds, context=2, motion_share=1.5)
+
+
+def _window_index(sampler: WindowSampler, batch) -> np.ndarray:
+    """Each drawn window's index in the sampler's list of windows."""
+    index = {(int(e), int(t)): i for i, (e, t) in enumerate(zip(sampler._episode, sampler._t, strict=True))}
+    return np.array([index[(int(e), int(t))] for e, t in zip(batch.episode, batch.t, strict=True)])

@@ -158,6 +158,8 @@ def test_bad_input_is_a_clear_error(balls_model, tmp_path):
         DreamEnv("push", model=balls_model)
     with pytest.raises(ValueError, match="probe"):
         DreamEnv("balls", model=balls_model, obs="state")
+    with pytest.raises(ValueError, match="sampling precision"):
+        DreamEnv("balls", model=balls_model, sampling_precision="float16")
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError):
         DreamEnv("balls", checkpoint=str(tmp_path))

@@ -77,3 +77,8 @@ def test_ship_stores_float16_and_loads_as_float32(tmp_path):
     )
     size = (dest / "model.safetensors").stat().st_size
     assert size < 0.6 * (tmp_path / "run" / "model.safetensors").stat().st_size
+    assert loaded.cfg.sampling_precision == "float32"  # the run's setting
+    again = ship(tmp_path / "run", "push", tmp_path / "bf16", sampling={"sampling_precision": "bfloat16"})
+    assert load_world_model(again, "push").cfg.sampling_precision == "bfloat16"
+    with pytest.raises(ValueError, match="not sampling settings"):
+        ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"context": 2})

@@ -113,13 +113,19 @@ def _model_config(model: DictConfig):
 
 def _fidelity(checkpoint: Path, rcfg: DictConfig) -> dict:
     from worldsim.data.loader import load_dataset
-    from worldsim.model.world_model import WorldModel, WorldModelConfig
+    from worldsim.model.world_model import WorldModel, WorldModelConfig, check_precision
     from worldsim.train.checkpoint import load_checkpoint
     from worldsim.train.fidelity import fidelity_report
 
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.load_into(WorldModel(WorldModelConfig.from_dict(ckpt.config))).eval()
-    report = {"checkpoint": str(checkpoint), "step": ckpt.step}
+    if rcfg.get("sampling_precision"):
+        model.cfg.sampling_precision = check_precision(rcfg.sampling_precision)
+    report = {
+        "checkpoint": str(checkpoint),
+        "step": ckpt.step,
+        "sampling_precision": model.cfg.sampling_precision,
+    }
     for split in ("val_data", "ood_data"):
         if rcfg.get(split):
             data = load_dataset(rcfg[split])
@@ -204,7 +210,8 @@ def _ship(cfg: DictConfig) -> None:
     """Copy a trained generator (and its probe) into the package as the shipped default."""
     from worldsim.checkpoints import ship
 
-    dest = ship(cfg.checkpoint, cfg.scene, cfg.get("dest"))
+    sampling = {k: cfg[k] for k in ("sampling_precision",) if cfg.get(k) is not None}
+    dest = ship(cfg.checkpoint, cfg.scene, cfg.get("dest"), sampling=sampling)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"shipped {cfg.checkpoint} as {dest} ({size / 1e6:.1f} MB)")
 

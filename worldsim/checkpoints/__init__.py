@@ -8,6 +8,7 @@ the default of ``worldsim dream`` and of the Dream envs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,10 +40,16 @@ def load_world_model(
     return ckpt.load_into(model).to(device).eval()
 
 
-def ship(checkpoint: str | Path, family: str, dest: str | Path | None = None) -> Path:
+def ship(
+    checkpoint: str | Path,
+    family: str,
+    dest: str | Path | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> Path:
     """Copy a trained generator (and its state probe, if it has one) into the package as the shipped
     checkpoint of ``family``, with float weights stored as float16: half the size, and the model
-    computes in float32 after loading. Measure the shipped copy, not the run's."""
+    computes in float32 after loading. ``sampling`` overrides sampling settings of the generator's
+    config (``sampling_precision``, ``sampling_steps``, ...). Measure the shipped copy, not the run's."""
     from worldsim.model.probe import ProbeConfig, StateProbe
     from worldsim.train.probe import PROBE_DIR
 
@@ -51,13 +58,17 @@ def ship(checkpoint: str | Path, family: str, dest: str | Path | None = None) ->
     parts = [("", lambda cfg: WorldModel(WorldModelConfig.from_dict(cfg)))]
     if (src / PROBE_DIR / "config.json").is_file():
         parts.append((PROBE_DIR, lambda cfg: StateProbe(ProbeConfig.from_dict(cfg))))
+    unknown = set(sampling or {}) - {k for k in WorldModelConfig().to_dict() if k.startswith("sampling_")}
+    if unknown:
+        raise ValueError(f"not sampling settings of a generator: {sorted(unknown)}")
     for sub, build in parts:
         ckpt = load_checkpoint(src / sub, family=family)
-        module = ckpt.load_into(build(ckpt.config)).half()
+        config = {**ckpt.config, **(sampling or {})} if sub == "" else ckpt.config
+        module = ckpt.load_into(build(config)).half()
         save_checkpoint(
             dest / sub,
             module,
-            ckpt.config,
+            config,
             family=family,
             frame_size=ckpt.frame_size,
             data_manifest_sha256=ckpt.data_manifest_sha256,

@@ -236,15 +236,29 @@ class WindowBatch:
 
 
 class WindowSampler:
-    """Uniform random windows over every valid position of every episode.
+    """Random windows over every valid position of every episode.
 
-    ``context`` = K frames, ``horizon`` = H future steps (H = 1 is next-frame prediction).
+    ``context`` = K frames, ``horizon`` = H future steps (H = 1 is next-frame prediction). Windows are
+    drawn uniformly, except a ``motion_share`` of each batch, drawn with probability proportional to
+    the number of pixels that change in the window's first transition. Motion is rare where it
+    matters most: in Balls, the drop at the start of an episode (76 % of its first 10 transitions
+    change more than 80 pixels) is 5 % of all transitions, and 13 % of transitions change nothing.
     """
 
-    def __init__(self, dataset: Dataset, context: int, horizon: int = 1, pad_start: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        context: int,
+        horizon: int = 1,
+        pad_start: bool = True,
+        motion_share: float = 0.0,
+    ) -> None:
         if context < 1 or horizon < 1:
             raise ValueError(f"context and horizon must be >= 1, got context={context}, horizon={horizon}")
+        if not 0.0 <= motion_share <= 1.0:
+            raise ValueError(f"motion_share must be in [0, 1], got {motion_share}")
         self.dataset, self.context, self.horizon, self.pad_start = dataset, context, horizon, pad_start
+        self.motion_share = motion_share
         self.flat = dataset.flat()
         # t, the last context frame, runs over [t_min, T - H] in each episode
         t_min = 0 if pad_start else context - 1
@@ -257,13 +271,34 @@ class WindowSampler:
         self._episode = np.repeat(np.arange(len(counts)), counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._t = np.arange(counts.sum()) - np.repeat(starts, counts) + t_min
+        self._motion_cdf = np.cumsum(self.moved_pixels()) if motion_share > 0 else None
+        if self._motion_cdf is not None and self._motion_cdf[-1] == 0:
+            raise DatasetError(f"motion_share={motion_share}, but nothing moves in {dataset.root}")
 
     def __len__(self) -> int:
         """Number of distinct windows."""
         return len(self._t)
 
+    def moved_pixels(self, threshold: int = 5, chunk: int = 4096) -> np.ndarray:
+        """Per window, the pixels whose value changes by more than ``threshold`` (of 255) from the
+        last context frame to the first target."""
+        f = self.flat
+        now = f.frame_start[self._episode] + self._t
+        out = np.empty(len(now), np.int64)
+        for lo in range(0, len(now), chunk):
+            i = now[lo : lo + chunk]
+            diff = np.abs(f.frames[i + 1].astype(np.int16) - f.frames[i].astype(np.int16))
+            out[lo : lo + chunk] = (diff.max(-1) > threshold).sum((1, 2))
+        return out
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> WindowBatch:
-        pick = rng.integers(0, len(self._t), batch_size)
+        if self._motion_cdf is None:
+            pick = rng.integers(0, len(self._t), batch_size)
+        else:
+            moving = round(self.motion_share * batch_size)
+            uniform = rng.integers(0, len(self._t), batch_size - moving)
+            by_motion = np.searchsorted(self._motion_cdf, rng.random(moving) * self._motion_cdf[-1], "right")
+            pick = np.concatenate([uniform, by_motion])
         return self.gather(self._episode[pick], self._t[pick])
 
     def gather(self, episode: np.ndarray, t: np.ndarray) -> WindowBatch:

@@ -60,6 +60,7 @@ class TrainConfig:
     first_frame_prob: float = (
         0.05  # share of samples that learn an episode's first frame from its prompt alone
     )
+    motion_share: float = 0.0  # share of each batch drawn in proportion to how many pixels move
     log_every: int = 50
     eval_every: int = 1000
     eval_episodes: int = 16
@@ -231,7 +232,7 @@ def train(run: RunConfig) -> Path:
 
     # ---- data ------------------------------------------------------------------------------------
     dataset = load_dataset(cfg.data)
-    sampler = WindowSampler(dataset, run.model.context)
+    sampler = WindowSampler(dataset, run.model.context, motion_share=cfg.motion_share)
     val = load_dataset(cfg.val_data) if cfg.val_data else None
 
     # ---- model, or the run to resume ---------------------------------------------------------------
