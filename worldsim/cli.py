@@ -246,6 +246,34 @@ def _bench(cfg: DictConfig) -> None:
     runpy.run_path(str(CONFIG_DIR.parent / "benchmarks" / "run.py"), run_name="__main__")
 
 
+def _evaluate(cfg: DictConfig) -> None:
+    """Physics consistency of a generator against MuJoCo, the PyBullet twin and the floors."""
+    from worldsim.evaluate import evaluate
+
+    m = evaluate(
+        cfg.scene,
+        split=cfg.split,
+        episodes=cfg.episodes,
+        horizon=cfg.horizon,
+        checkpoint=cfg.checkpoint,
+        frames_dir=cfg.frames,
+        seed=cfg.seed,
+        device=cfg.device,
+        out=cfg.out,
+        video_episodes=cfg.video_episodes,
+    )
+
+    def show(x: object) -> str:
+        return "n/a" if x is None else f"{x:.3g}"
+
+    print(
+        f"{m['scene']} {m['split']}, {m['episodes']} episodes x {m['horizon']} steps: engine_ratio "
+        f"{show(m['engine_ratio'])}, frozen_ratio {show(m['frozen_ratio'])}, physics_iq "
+        f"{show(m['physics_iq'].get('model'))}, valid horizon {show(m['valid_horizon_steps'])} steps"
+    )
+    print(f"report: {Path(cfg.out) / 'report.html'}")
+
+
 VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "collect": (_collect, "run truth envs in parallel with a policy mixture and write a dataset"),
     "train": (_train, "train a generator on a dataset; write checkpoints and a fidelity report"),
@@ -254,6 +282,7 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "probe": (_probe, "train the state probe of a generator (frames -> state) on truth frames"),
     "ship": (_ship, "copy a trained generator into the package as the shipped checkpoint (float16)"),
     "report": (_report, "the fidelity report of a checkpoint (default: the shipped one)"),
+    "evaluate": (_evaluate, "physics consistency vs MuJoCo, the PyBullet twin and floors: metrics, report"),
     "bench": (_bench, "measure env and collection throughput; write benchmarks/results/*.json"),
 }
 

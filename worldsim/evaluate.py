@@ -1,0 +1,293 @@
+"""``worldsim evaluate``: how far a generated world departs from physics, against honest floors.
+
+For each of ``episodes`` starts (a world drawn from the ``split`` sampler with seed ``seed + e``, a
+mixture policy acting on MuJoCo's state), MuJoCo runs ``K - 1 + horizon`` steps. The same spec and
+actions then run through:
+
+- **model**: the generator, from MuJoCo's first K frames (or frames another generator made, read
+  from a directory: ``frames_dir``);
+- **frozen**: the last context frame repeated (below 1 as a ratio, a model predicts motion better
+  than standing still);
+- **twin**: the PyBullet twin (the *engine* floor: how far two physics engines disagree);
+- **chaos**: MuJoCo from an initial state perturbed by 1e-4 m (the *chaos* floor: how much of any
+  disagreement the scene's own sensitivity explains).
+
+Each is compared with MuJoCo's frames ``K .. K + horizon - 1`` by ``worldsim.metrics.compare``; the
+*parsing* floor is the colour extractor on MuJoCo's frames against the true state. Scores:
+
+- ``engine_ratio``: model error / twin error, per metric and overall (centroid error, which counts
+  a vanished object at a fixed penalty); 1.0 = as consistent with MuJoCo as another engine;
+- ``frozen_ratio``: model error / frozen error (centroid error);
+- ``physics_iq``: 0-100, built as Physics-IQ builds its score: each metric's error over the engine
+  floor's, turned into a score in [0, 1] (floor / error, clipped), averaged, times 100. The twin
+  scores 100 by construction, a perfect copy of MuJoCo too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldsim.metrics.compare import (
+    VideoComparison,
+    compare_video,
+    lifted_points_m,
+    parsing_floor_m,
+    video_laws,
+)
+from worldsim.metrics.objects import true_points_m
+
+SOURCES = ("model", "frozen", "twin", "chaos")
+CHAOS_PERTURBATION_M = 1e-4
+
+# error-like metrics that physics_iq scores (value, lower is better); IoUs and SSIM enter as 1 - value
+IQ_ERRORS = ("centroid_error_px", "velocity_error_mps", "mse")
+IQ_SIMILARITIES = ("ssim", "spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou")
+
+
+@dataclass
+class Episode:
+    """One start: the spec, MuJoCo's frames, states and cameras, and the actions taken."""
+
+    spec: Any
+    caption: str
+    actions: np.ndarray  # float32[K-1+H, 2]
+    frames: np.ndarray  # uint8[K+H, h, w, 3]
+    states: dict[str, np.ndarray]  # [K+H, ...]
+    cameras: list  # CameraParams per frame
+    other: dict[str, np.ndarray] = field(default_factory=dict)  # source -> uint8[H, h, w, 3]
+
+
+def simulate(
+    spec: Any,
+    backend: str,
+    steps: int,
+    size: tuple[int, int],
+    actions: np.ndarray | None = None,
+    policy: Any = None,
+    perturbation_m: float = 0.0,
+    seed: int | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], list, np.ndarray]:
+    """Run ``spec`` in ``backend`` for ``steps`` steps under ``actions`` or ``policy``: frames
+    ``[steps+1]``, stacked states, cameras per frame, and the actions taken."""
+    from worldsim.physics import make_simulator
+
+    h, w = size
+    sim = make_simulator(spec.family, backend, w, h)
+    sim.reset(spec, perturbation_m=perturbation_m, seed=seed)
+    if policy is not None:
+        policy.reset(sim.state())
+    frames, states, cameras, taken = [sim.render()], [sim.state()], [sim.camera()], []
+    for t in range(steps):
+        a = actions[t] if actions is not None else policy.act(sim.state())
+        a = np.clip(np.asarray(a, np.float32), -1.0, 1.0)
+        sim.step(a)
+        taken.append(a)
+        frames.append(sim.render())
+        states.append(sim.state())
+        cameras.append(sim.camera())
+    sim.close()
+    stacked = {k: np.stack([s[k] for s in states]) for k in states[0]}
+    return np.stack(frames), stacked, cameras, np.stack(taken).astype(np.float32)
+
+
+def make_episodes(
+    scene: str, split: str, episodes: int, horizon: int, context: int, seed: int, size: tuple[int, int]
+) -> list[Episode]:
+    """MuJoCo's runs of the ``episodes`` starts, with the twin and chaos runs of the same actions."""
+    from policies import make_policy
+    from worldsim import scenes
+
+    out = []
+    steps = context - 1 + horizon
+    for e in range(episodes):
+        rng = np.random.default_rng(seed + e)
+        spec = scenes.sample(scene, rng, split)
+        frames, states, cameras, actions = simulate(
+            spec, "mujoco", steps, size, policy=make_policy(scene, "mixture", rng)
+        )
+        ep = Episode(spec, scenes.caption(spec), actions, frames, states, cameras)
+        ep.other["twin"] = simulate(spec, "pybullet", steps, size, actions=actions)[0][context:]
+        chaos = simulate(
+            spec, "mujoco", steps, size, actions=actions, perturbation_m=CHAOS_PERTURBATION_M, seed=seed + e
+        )
+        ep.other["chaos"] = chaos[0][context:]
+        ep.other["frozen"] = np.repeat(frames[context - 1 : context], horizon, axis=0)
+        out.append(ep)
+    return out
+
+
+def generate(model: Any, episodes: list[Episode], horizon: int, seed: int = 0, batch: int = 32) -> None:
+    """The generator's rollouts from each episode's first K frames, stored as ``other["model"]``."""
+    import torch
+
+    k = model.cfg.context
+    gen = torch.Generator().manual_seed(seed)
+    for lo in range(0, len(episodes), batch):
+        part = episodes[lo : lo + batch]
+        video = model.rollout(
+            torch.from_numpy(np.stack([e.frames[:k] for e in part])),
+            torch.from_numpy(np.stack([e.actions[: k - 1] for e in part])),
+            torch.from_numpy(np.stack([e.actions[k - 1 : k - 1 + horizon] for e in part])),
+            [e.caption for e in part],
+            generator=gen,
+        )
+        for e, v in zip(part, video.cpu().numpy(), strict=True):
+            e.other["model"] = v
+
+
+def load_frames_dir(path: str | Path, episodes: list[Episode], horizon: int) -> None:
+    """Frames of another generator: ``<path>/episode_<e:04d>.npy`` holding ``uint8[horizon, h, w, 3]``,
+    the frames after the K context frames of start ``e`` (the layout ``worldsim evaluate`` writes in
+    ``starts/``)."""
+    root = Path(path)
+    for i, e in enumerate(episodes):
+        f = root / f"episode_{i:04d}.npy"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: a frames directory holds episode_<e:04d>.npy per start")
+        v = np.load(f, allow_pickle=False)
+        want = (horizon, *e.frames.shape[1:])
+        if v.dtype != np.uint8 or v.shape != want:
+            raise ValueError(f"{f} holds {v.dtype}{list(v.shape)}; expected uint8{list(want)}")
+        e.other["model"] = v
+
+
+def write_starts(episodes: list[Episode], context: int, out: Path) -> None:
+    """What another generator needs to make frames for the same starts: the K context frames, the
+    actions and the caption of each start (``starts/episode_<e:04d>.npz``)."""
+    root = out / "starts"
+    root.mkdir(parents=True, exist_ok=True)
+    for i, e in enumerate(episodes):
+        np.savez_compressed(
+            root / f"episode_{i:04d}.npz",
+            context_frames=e.frames[:context],
+            actions=e.actions,
+            caption=np.array(e.caption),
+        )
+
+
+def _nanmean(a: Any, axis: int | None = None) -> Any:
+    a = np.asarray(a, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = (~np.isnan(a)).sum(axis)
+        return np.where(n > 0, np.nansum(a, axis) / np.maximum(n, 1), np.nan)
+
+
+def _f(x: Any) -> float | None:
+    x = float(x)
+    return None if not np.isfinite(x) else x
+
+
+def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
+    """Compare every source with MuJoCo on every episode and aggregate: curves, summaries, floors,
+    laws and the scores (the body of ``metrics.json``)."""
+    per: dict[str, list[VideoComparison]] = {s: [] for s in SOURCES if s in episodes[0].other}
+    parsing, truth_laws = [], []
+    for e in episodes:
+        truth = e.frames[context:]
+        cams = e.cameras[context:]
+        for s in per:
+            per[s].append(compare_video(truth, e.other[s], e.spec, cams, dt_s, e.frames[context - 1]))
+        states = {k: v[context:] for k, v in e.states.items()}
+        parsing.append(parsing_floor_m(truth, true_points_m(e.spec, states), e.spec, cams))
+        truth_laws.append(video_laws(lifted_points_m(truth, e.spec, cams)[0], e.spec, dt_s))
+
+    curves = {s: {m: _nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}
+    summary = {s: {m: float(_nanmean(v)) for m, v in c.items()} for s, c in curves.items()}
+    for s, cs in per.items():
+        for m in cs[0].values:
+            summary[s][m] = float(_nanmean([c.values[m] for c in cs]))
+    laws = {s: {m: _f(_nanmean([c.laws[m] for c in cs])) for m in cs[0].laws} for s, cs in per.items()}
+    if truth_laws and truth_laws[0]:
+        laws["truth"] = {m: _f(_nanmean([t[m] for t in truth_laws])) for m in truth_laws[0]}
+
+    def ratio(a: str, b: str, m: str) -> float | None:
+        if a not in summary or b not in summary:
+            return None
+        return _f(summary[a][m] / summary[b][m]) if summary[b][m] > 0 else None
+
+    def iq(source: str) -> float | None:
+        if "twin" not in summary:
+            return None
+        parts = []
+        for m in IQ_ERRORS + IQ_SIMILARITIES:
+            err = summary[source][m] if m in IQ_ERRORS else 1.0 - summary[source][m]
+            floor = summary["twin"][m] if m in IQ_ERRORS else 1.0 - summary["twin"][m]
+            if not np.isfinite(err) or not np.isfinite(floor):
+                continue
+            parts.append(1.0 if err <= floor else float(np.clip(floor / err, 0.0, 1.0)))
+        return 100.0 * float(np.mean(parts)) if parts else None
+
+    metric_names = [m for m in summary["model"]] if "model" in summary else []
+    return {
+        "valid_horizon_steps": _f(np.mean([c.valid_steps for c in per["model"]])) if "model" in per else None,
+        "engine_ratio": ratio("model", "twin", "centroid_error_px"),
+        "frozen_ratio": ratio("model", "frozen", "centroid_error_px"),
+        "physics_iq": {s: _f(iq(s)) if iq(s) is not None else None for s in summary},
+        "engine_ratio_by_metric": {m: ratio("model", "twin", m) for m in metric_names},
+        "summary": {s: {m: _f(v) for m, v in d.items()} for s, d in summary.items()},
+        "floors": {
+            "engine": {m: _f(v) for m, v in summary.get("twin", {}).items()},
+            "chaos": {m: _f(v) for m, v in summary.get("chaos", {}).items()},
+            "parsing_position_m": _f(_nanmean(np.stack(parsing))),
+        },
+        "laws": laws,
+        "valid_horizon_by_source": {s: _f(np.mean([c.valid_steps for c in cs])) for s, cs in per.items()},
+        "curves": {s: {m: [_f(x) for x in v] for m, v in c.items()} for s, c in curves.items()},
+        "curves_parsing_position_m": [_f(x) for x in _nanmean(np.stack(parsing), 0)],
+    }
+
+
+def evaluate(
+    scene: str,
+    split: str = "id",
+    episodes: int = 50,
+    horizon: int = 100,
+    checkpoint: str | None = None,
+    frames_dir: str | None = None,
+    seed: int = 1000,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    video_episodes: int = 4,
+) -> dict[str, Any]:
+    """The whole evaluation; with ``out``, writes ``metrics.json``, ``side_by_side.mp4``, plots and
+    ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds."""
+    import json
+
+    from worldsim.checkpoints import load_world_model, shipped
+    from worldsim.durable import write_text_atomic
+    from worldsim.scenes import family_of
+
+    if episodes < 1 or horizon < 1:
+        raise ValueError(f"episodes and horizon must be at least 1, got {episodes} and {horizon}")
+    family = family_of(scene)
+    model = None if frames_dir else load_world_model(checkpoint, family.name, device)
+    context = model.cfg.context if model is not None else 4
+    size = (model.cfg.height, model.cfg.width) if model is not None else (64, 64)
+    eps = make_episodes(family.name, split, episodes, horizon, context, seed, size)
+    if model is not None:
+        generate(model, eps, horizon)
+    else:
+        load_frames_dir(frames_dir, eps, horizon)
+    body = score(eps, context, 1.0 / family.control_hz)
+    source = frames_dir if frames_dir else str(checkpoint if checkpoint else shipped(family.name))
+    metrics = {
+        "scene": family.name,
+        "split": split,
+        "episodes": episodes,
+        "horizon": horizon,
+        "generator": source,
+        **body,
+    }
+    if out is not None:
+        from worldsim.report.html import write_report
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_starts(eps, context, out)
+        write_report(metrics, eps[:video_episodes], context, out)
+    return metrics

@@ -1,0 +1,172 @@
+"""One video against the truth video of the same start and actions: every per-step physics metric.
+
+``compare_video`` is the whole comparison of one episode and one source (a generator, the frozen
+baseline, the PyBullet twin, a perturbed MuJoCo run): frames (PSNR, SSIM, MSE), object masks
+(Physics-IQ IoUs), objects (centroid error in pixels, position and velocity error in metres,
+objects vanished or appearing) and the laws read off the source's own trajectories (fitted
+gravity, restitution, penetration). It sees frames, the scene spec and camera parameters only:
+anything that makes frames can be scored, and nothing here imports the generator.
+
+Objects are found by colour (``worldsim.metrics.objects``) in both videos, and lifted to metres on
+the plane each object moves in through the truth camera, so a generated world is measured with the
+same ruler as MuJoCo's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from worldsim.metrics import laws, masks
+from worldsim.metrics.frames import PSNR_CAP_DB, psnr, ssim
+from worldsim.metrics.objects import (
+    compare_tracks,
+    extract_objects,
+    lift_centroids,
+    object_masks,
+    object_planes,
+    palette_for,
+)
+from worldsim.physics.camera import CameraParams
+from worldsim.scenes import balls, family_of
+
+VALID_FRACTION_OF_SIZE = 0.25
+"""An object's track is valid while its position error stays under this fraction of the smallest
+object's size (a quarter of a ball's diameter: half its radius), and it has not vanished."""
+
+FLOOR_Z_M = 0.0
+"""Top of the Balls floor (``worldsim.scenes.balls``)."""
+
+WALL_MARGIN_M = 0.05
+"""A ball this close to a wall or the ceiling may be touching it: its flight is not free there."""
+
+
+@dataclass(frozen=True)
+class VideoComparison:
+    """Per-step curves (``[T]``, NaN where undefined) and whole-video values of one comparison."""
+
+    curves: dict[str, np.ndarray]
+    values: dict[str, float]
+    laws: dict[str, float]
+    valid_steps: int
+
+
+def _nanmean_rows(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, float)
+    n = (~np.isnan(a)).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.nansum(a, 1) / np.maximum(n, 1), np.nan)
+
+
+def lifted_points_m(frames_uint8: np.ndarray, spec: Any, cameras: Sequence[CameraParams]) -> tuple:
+    """Objects' centres ``[T, N, 3]`` (m, NaN when not seen) found in frames and lifted through the
+    given cameras (one per frame), with the tracks they came from."""
+    tracks = extract_objects(frames_uint8, palette_for(spec))
+    return lift_centroids(tracks.centroid_px, list(cameras), object_planes(spec)), tracks
+
+
+def video_laws(points_m: np.ndarray, spec: Any, dt_s: float) -> dict[str, float]:
+    """The laws read off one video's object trajectories ``[T, N, 3]`` (m); NaN when a law has no
+    event to be read from (no free flight, no bounce).
+
+    Gravity and restitution are read from the passive balls only (ball 0 is pushed by the action),
+    on flights away from the walls and the ceiling (a wall's friction changes a ball's vertical
+    speed) and cut at ball-ball collisions. Penetration counts every ball.
+    """
+    if family_of(spec).name != "balls":
+        return {}
+    radii = np.array([o.size_m / 2 for o in family_of(spec).objects(spec)])
+    x, z = points_m[..., 0], points_m[..., 2].copy()
+    near_wall = (np.abs(x) > balls.HALF_WIDTH_M - radii - WALL_MARGIN_M) | (
+        z > balls.HEIGHT_M - radii - WALL_MARGIN_M
+    )
+    z[near_wall] = np.nan  # a gap ends a flight
+    cuts = laws.collision_steps(points_m, radii)
+    passive = slice(1, None)
+    g = laws.fit_gravity(z[:, passive], dt_s, FLOOR_Z_M, radii[passive], cut_steps=cuts)
+    e = [laws.restitution(z[:, j], dt_s, FLOOR_Z_M, radii[j]).e for j in range(1, len(radii))]
+    e = np.concatenate(e) if e else np.array([])
+    pen = laws.penetration(points_m, radii, FLOOR_Z_M, tolerance_m=0.25 * radii.min())
+    return {
+        "gravity_mps2": float(g.g_mps2),
+        "restitution": float(np.mean(e)) if len(e) else float("nan"),
+        "penetration_steps": float((pen.pair_steps | pen.floor_steps).sum()),
+    }
+
+
+def compare_video(
+    truth_uint8: np.ndarray,
+    other_uint8: np.ndarray,
+    spec: Any,
+    cameras: Sequence[CameraParams],
+    dt_s: float,
+    previous_uint8: np.ndarray | None = None,
+) -> VideoComparison:
+    """Compare ``other_uint8[T, H, W, 3]`` with ``truth_uint8[T, H, W, 3]`` step by step.
+
+    ``cameras``: the truth camera of each of the T frames (the Drive camera follows the ego car).
+    ``previous_uint8``: the truth frame just before the first one (the last context frame), so the
+    first step has a velocity too; both videos share it.
+    """
+    truth, other = np.asarray(truth_uint8), np.asarray(other_uint8)
+    if truth.shape != other.shape or truth.ndim != 4:
+        raise ValueError(
+            f"videos must both be uint8[T, H, W, 3] of one shape, got {truth.shape} and {other.shape}"
+        )
+    if len(cameras) != len(truth):
+        raise ValueError(f"got {len(cameras)} cameras for {len(truth)} frames; pass one per frame")
+    palette = palette_for(spec)
+    tt, ot = extract_objects(truth, palette), extract_objects(other, palette)
+    planes = object_planes(spec)
+    errors = compare_tracks(tt, ot, cameras=list(cameras), planes=planes)
+
+    # velocities by finite differences of lifted positions, from the shared previous frame on
+    if previous_uint8 is not None and len(cameras) > 0:
+        prev = extract_objects(previous_uint8[None], palette).centroid_px
+        prev_m = lift_centroids(prev, [cameras[0]], planes)
+    else:
+        prev_m = np.full((1, len(planes), 3), np.nan)
+    truth_m = lift_centroids(tt.centroid_px, list(cameras), planes)
+    other_m = lift_centroids(ot.centroid_px, list(cameras), planes)
+    v_truth = np.diff(np.concatenate([prev_m, truth_m]), axis=0) / dt_s
+    v_other = np.diff(np.concatenate([prev_m, other_m]), axis=0) / dt_s
+    vel_err = np.linalg.norm(v_truth - v_other, axis=-1)  # NaN unless seen at both steps in both
+
+    mt, mo = object_masks(truth, palette).any(1), object_masks(other, palette).any(1)
+    perm = laws.permanence(ot.visible, ot.count_px, tt.visible, tt.count_px)
+
+    size = min(o.size_m for o in family_of(spec).objects(spec))
+    bad = (errors.error_m > VALID_FRACTION_OF_SIZE * size) | errors.vanished | errors.ghost
+    broken = np.flatnonzero(bad.any(1))
+    valid = int(broken[0]) if len(broken) else len(truth)
+
+    curves = {
+        "psnr_db": psnr(truth, other, max_db=PSNR_CAP_DB),
+        "ssim": ssim(truth, other),
+        "mse": masks.frame_mse(truth, other),
+        "iou": masks.iou_per_step(mt, mo),
+        "centroid_error_px": errors.curve_px(),
+        "position_error_m": _nanmean_rows(errors.error_m),
+        "velocity_error_mps": _nanmean_rows(vel_err),
+        "vanished": errors.vanished.sum(1).astype(float),
+        "ghost": errors.ghost.sum(1).astype(float),
+    }
+    values = {
+        "spatial_iou": masks.spatial_iou(mt, mo),
+        "spatiotemporal_iou": masks.spatiotemporal_iou(mt, mo),
+        "weighted_spatial_iou": masks.weighted_spatial_iou(mt, mo),
+        "kept_fraction": float(perm.kept_fraction),
+    }
+    return VideoComparison(curves, values, video_laws(other_m, spec, dt_s), valid)
+
+
+def parsing_floor_m(
+    truth_uint8: np.ndarray, true_points: np.ndarray, spec: Any, cameras: Sequence[CameraParams]
+) -> np.ndarray:
+    """Per-step mean distance ``[T]`` (m) between objects found in MuJoCo's frames, lifted, and their
+    true centres ``[T, N, 3]``: how exactly the measurement itself places an object."""
+    found, _ = lifted_points_m(truth_uint8, spec, cameras)
+    return _nanmean_rows(np.linalg.norm(found - true_points, axis=-1))
