@@ -34,15 +34,25 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_verb_and_unknown_verbs_fail():
     done = run("--help")
     assert done.returncode == 0
-    for verb in ("collect", "train", "probe", "ship", "report", "dream", "demo", "bench"):
+    for verb in ("collect", "train", "probe", "ship", "report", "dream", "demo", "bench", "evaluate"):
         assert verb in done.stdout
     assert run("fly").returncode == 2
     assert "steps: 600" in run("dream", "--help").stdout
 
 
 def test_smoke_demo_writes_a_video_per_scene(tmp_path):
-    done = run("demo", f"out={tmp_path}", "steps=4", "scenes=[balls,push]")
+    done = run(
+        "demo",
+        f"out={tmp_path}",
+        "steps=4",
+        "scenes=[balls,push]",
+        "evaluate.episodes=2",
+        "evaluate.horizon=5",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["scene"] == "balls" and metrics["episodes"] == 2 and metrics["horizon"] == 5
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "side_by_side.mp4").is_file()
     for scene in ("balls", "push"):
         video = iio.imread(tmp_path / f"{scene}.mp4")
         assert video.shape[0] == 4 and video.shape[2] > video.shape[1]  # MuJoCo | PyBullet side by side
@@ -75,3 +85,12 @@ def test_smoke_dream_writes_video_frames_and_report(tmp_path):
     assert iio.imread(out / "dream.mp4").shape[0] == 7
     wrong = run("dream", f"checkpoint={ckpt}", "scene=push", f"out={out}")
     assert wrong.returncode != 0 and "is for 'balls'" in wrong.stderr
+
+
+def test_smoke_evaluate_writes_a_report(tmp_path):
+    done = run("evaluate", "scene=push", "episodes=2", "horizon=5", f"out={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "engine_ratio" in done.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["scene"] == "push" and len(metrics["curves"]["model"]["centroid_error_px"]) == 5
+    assert (tmp_path / "report.html").is_file()

@@ -257,7 +257,7 @@ def evaluate(
     ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds."""
     import json
 
-    from worldsim.checkpoints import load_world_model, shipped
+    from worldsim.checkpoints import load_world_model
     from worldsim.durable import write_text_atomic
     from worldsim.scenes import family_of
 
@@ -273,7 +273,7 @@ def evaluate(
     else:
         load_frames_dir(frames_dir, eps, horizon)
     body = score(eps, context, 1.0 / family.control_hz)
-    source = frames_dir if frames_dir else str(checkpoint if checkpoint else shipped(family.name))
+    source = frames_dir or checkpoint or f"the shipped {family.name} checkpoint"
     metrics = {
         "scene": family.name,
         "split": split,
