@@ -158,3 +158,18 @@ def test_evaluate_writes_metrics_report_and_video(tmp_path):
     np.save(frames / "episode_0001.npy", np.zeros((5, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="expected uint8"):
         evaluate("balls", episodes=2, horizon=6, frames_dir=str(frames))
+
+
+def test_push_object_moving_without_contact_is_caught(push_episodes):
+    from worldsim.metrics.compare import push_moved_without_contact
+
+    spec = push_episodes[0].spec
+    t = np.arange(10)
+    obj = np.stack([0.02 * t, np.zeros(10), np.zeros(10)], -1)  # slides 2 cm a step
+    far = np.stack([np.full(10, -0.4), np.full(10, 0.4), np.zeros(10)], -1)
+    behind = obj - np.array([0.7 * 2 * spec.size_m + 0.075, 0.0, 0.0])  # the pusher in contact, pushing
+    # steps 2-9: moving, and the pusher out of reach at the step and the two before it
+    assert push_moved_without_contact(np.stack([obj, far], 1), spec).sum() == 8
+    assert push_moved_without_contact(np.stack([obj, behind], 1), spec).sum() == 0
+    still = np.repeat(obj[:1], 10, 0)
+    assert push_moved_without_contact(np.stack([still, far], 1), spec).sum() == 0

@@ -40,6 +40,14 @@ object's size (a quarter of a ball's diameter: half its radius), and it has not 
 FLOOR_Z_M = 0.0
 """Top of the Balls floor (``worldsim.scenes.balls``)."""
 
+PUSH_MOVE_M = 0.01
+"""A Push object moving more than this in one step (0.1 m/s) is moving, not jittering: the parsing
+floor is a few millimetres."""
+
+CONTACT_MARGIN_M = 0.02
+"""Slack on the pusher's reach: lifted positions are good to millimetres, the object's outline is not
+a circle."""
+
 WALL_MARGIN_M = 0.05
 """A ball this close to a wall or the ceiling may be touching it: its flight is not free there."""
 
@@ -76,6 +84,8 @@ def video_laws(points_m: np.ndarray, spec: Any, dt_s: float) -> dict[str, float]
     on flights away from the walls and the ceiling (a wall's friction changes a ball's vertical
     speed) and cut at ball-ball collisions. Penetration counts every ball.
     """
+    if family_of(spec).name == "push":
+        return {"moved_without_contact_steps": float(push_moved_without_contact(points_m, spec).sum())}
     if family_of(spec).name != "balls":
         return {}
     radii = np.array([o.size_m / 2 for o in family_of(spec).objects(spec)])
@@ -95,6 +105,23 @@ def video_laws(points_m: np.ndarray, spec: Any, dt_s: float) -> dict[str, float]
         "restitution": float(np.mean(e)) if len(e) else float("nan"),
         "penetration_steps": float((pen.pair_steps | pen.floor_steps).sum()),
     }
+
+
+def push_moved_without_contact(points_m: np.ndarray, spec: Any, quiet_steps: int = 2) -> np.ndarray:
+    """Steps ``bool[T]`` where the Push object moves more than ``PUSH_MOVE_M`` although the pusher has
+    been out of reach for ``quiet_steps`` steps (a box that slides after a push stops within one):
+    motion without a cause. ``points_m[T, 2, 3]``: object and pusher, in palette order."""
+    obj, pusher = family_of(spec).objects(spec)
+    # a box's corner reaches 1.42 half sides out; the pusher is a disc
+    reach = 0.71 * obj.size_m + pusher.size_m / 2 + CONTACT_MARGIN_M
+    apart = np.linalg.norm(points_m[:, 0, :2] - points_m[:, 1, :2], axis=-1) > reach  # False where unseen
+    quiet = apart.copy()
+    for k in range(1, quiet_steps + 1):
+        quiet[k:] &= apart[:-k]
+        quiet[:k] = False
+    step = np.linalg.norm(np.diff(points_m[:, 0, :2], axis=0), axis=-1)
+    moved = np.concatenate([[False], step > PUSH_MOVE_M])
+    return moved & quiet
 
 
 def compare_video(
