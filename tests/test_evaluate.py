@@ -173,3 +173,12 @@ def test_push_object_moving_without_contact_is_caught(push_episodes):
     assert push_moved_without_contact(np.stack([obj, behind], 1), spec).sum() == 0
     still = np.repeat(obj[:1], 10, 0)
     assert push_moved_without_contact(np.stack([still, far], 1), spec).sum() == 0
+
+
+def test_frozen_drive_video_is_caught_by_its_progress():
+    eps = make_episodes("drive", "id", 3, HORIZON, K, seed=1000, size=(64, 64))
+    good = _shipped(eps, "drive")
+    frozen = scored(eps, _frozen)
+    assert frozen["laws"]["model"]["progress_m"] == 0  # the car stands still
+    assert good["laws"]["model"]["progress_m"] > 0.5 * good["laws"]["truth"]["progress_m"]
+    assert frozen["summary"]["model"]["progress_error_m"] > 5 * good["summary"]["model"]["progress_error_m"]

@@ -34,7 +34,6 @@ import numpy as np
 from worldsim.metrics.compare import (
     VideoComparison,
     compare_video,
-    lifted_points_m,
     parsing_floor_m,
     video_laws,
 )
@@ -193,7 +192,7 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
             per[s].append(compare_video(truth, e.other[s], e.spec, cams, dt_s, e.frames[context - 1]))
         states = {k: v[context:] for k, v in e.states.items()}
         parsing.append(parsing_floor_m(truth, true_points_m(e.spec, states), e.spec, cams))
-        truth_laws.append(video_laws(lifted_points_m(truth, e.spec, cams)[0], e.spec, dt_s))
+        truth_laws.append(video_laws(truth, e.spec, cams, dt_s))
 
     curves = {s: {m: _nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}
     summary = {s: {m: float(_nanmean(v)) for m, v in c.items()} for s, c in curves.items()}

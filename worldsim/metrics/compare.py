@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.metrics import laws, masks
+from worldsim.metrics import driving, laws, masks
 from worldsim.metrics.frames import PSNR_CAP_DB, psnr, ssim
 from worldsim.metrics.objects import (
     compare_tracks,
@@ -76,18 +76,45 @@ def lifted_points_m(frames_uint8: np.ndarray, spec: Any, cameras: Sequence[Camer
     return lift_centroids(tracks.centroid_px, list(cameras), object_planes(spec)), tracks
 
 
-def video_laws(points_m: np.ndarray, spec: Any, dt_s: float) -> dict[str, float]:
-    """The laws read off one video's object trajectories ``[T, N, 3]`` (m); NaN when a law has no
-    event to be read from (no free flight, no bounce).
+DRIVE_LAWS = ("progress_m", "collision_steps", "off_road_steps", "lane_deviation_mean_m", "comfortable_share")
+"""What ``video_laws`` reports of a Drive video (from ``worldsim.metrics.driving.video_driving``)."""
+
+DRIVE_DIFFERENCES = {
+    "progress_error_m": "progress_error_m",
+    "lateral_error_m": "lateral_error_mean_m",
+    "lane_deviation_error_m": "lane_deviation_error_mean_m",
+    "speed_error_mps": "speed_error_mean_mps",
+    "collision_agreement": "collision_agreement",
+    "off_road_agreement": "off_road_agreement",
+    "comfortable_share_error": "comfortable_share_error",
+}
+"""Drive's differences from the truth video kept among a comparison's values (name: driving key)."""
+
+
+def video_laws(
+    frames_uint8: np.ndarray, spec: Any, cameras: Sequence[CameraParams], dt_s: float
+) -> dict[str, float]:
+    """The laws read off one video's own trajectories; NaN when a law has no event to be read from
+    (no free flight, no bounce). Balls: gravity, restitution, penetration (``balls_laws``); Push: the
+    object moving without the pusher; Drive: progress, collisions, leaving the road, lane deviation
+    and comfort as nuPlan bounds it (``worldsim.metrics.driving``)."""
+    name = family_of(spec).name
+    if name == "drive":
+        summary = driving.video_driving(frames_uint8, spec, cameras, dt_s)["summary"]
+        return {k: float("nan") if summary[k] is None else float(summary[k]) for k in DRIVE_LAWS}
+    points_m, _ = lifted_points_m(frames_uint8, spec, cameras)
+    if name == "push":
+        return {"moved_without_contact_steps": float(push_moved_without_contact(points_m, spec).sum())}
+    return balls_laws(points_m, spec, dt_s)
+
+
+def balls_laws(points_m: np.ndarray, spec: Any, dt_s: float) -> dict[str, float]:
+    """Gravity, restitution and penetration from Balls trajectories ``[T, N, 3]`` (m).
 
     Gravity and restitution are read from the passive balls only (ball 0 is pushed by the action),
     on flights away from the walls and the ceiling (a wall's friction changes a ball's vertical
     speed) and cut at ball-ball collisions. Penetration counts every ball.
     """
-    if family_of(spec).name == "push":
-        return {"moved_without_contact_steps": float(push_moved_without_contact(points_m, spec).sum())}
-    if family_of(spec).name != "balls":
-        return {}
     radii = np.array([o.size_m / 2 for o in family_of(spec).objects(spec)])
     x, z = points_m[..., 0], points_m[..., 2].copy()
     near_wall = (np.abs(x) > balls.HALF_WIDTH_M - radii - WALL_MARGIN_M) | (
@@ -187,7 +214,13 @@ def compare_video(
         "weighted_spatial_iou": masks.weighted_spatial_iou(mt, mo),
         "kept_fraction": float(perm.kept_fraction),
     }
-    return VideoComparison(curves, values, video_laws(other_m, spec, dt_s), valid)
+    if family_of(spec).name == "drive":
+        diff = driving.driving_metrics(truth, other, spec, cameras, dt_s)["difference"]["summary"]
+        # errors as magnitudes: a mean over episodes must not let a shortfall cancel an overshoot
+        values |= {
+            k: np.nan if diff[d] is None else abs(float(diff[d])) for k, d in DRIVE_DIFFERENCES.items()
+        }
+    return VideoComparison(curves, values, video_laws(other, spec, cameras, dt_s), valid)
 
 
 def parsing_floor_m(
