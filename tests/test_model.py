@@ -12,6 +12,7 @@ from worldsim.model import WorldModel, WorldModelConfig, to_float
 from worldsim.model.edm import EDMConfig, sample, sigma_schedule
 from worldsim.model.prompt import NUM, UNK, PromptTokenizer
 from worldsim.model.unet import UNetConfig
+from worldsim.model.world_model import bfloat16_is_fast
 from worldsim.train.checkpoint import load_checkpoint, save_checkpoint
 
 CAPTIONS = [
@@ -88,8 +89,15 @@ def test_bfloat16_sampling_draws_what_float32_draws():
     ctx, acts, _ = moving_square_batch()
     prompt = model.encode_prompts([CAPTIONS[1]] * 4)
     noise = model.draw_sampling_noise(4, torch.Generator().manual_seed(0))
+    dtypes = []
+    model.unet.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     a = model.predict_next(ctx, acts, prompt, noise=noise, precision="float32")
     b = model.predict_next(ctx, acts, prompt, noise=noise, precision="bfloat16")
+    # the U-Net really ran in bfloat16 (where the CPU has it natively; elsewhere sampling keeps float32)
+    assert dtypes == [
+        torch.float32,
+        torch.bfloat16 if bfloat16_is_fast(torch.device("cpu")) else torch.float32,
+    ]
     assert b.dtype == torch.uint8 and b.shape == a.shape
     assert not torch.equal(a, ctx[:, -1])  # the sample changed the frame, so the comparison means something
     # bf16 keeps 8 bits of mantissa: a pixel may differ by a few levels, or flip across the

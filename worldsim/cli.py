@@ -74,11 +74,22 @@ def _demo_evaluate(ecfg: DictConfig, out: Path) -> None:
     from worldsim.evaluate import evaluate
 
     m = evaluate(ecfg.scene, split=ecfg.split, episodes=ecfg.episodes, horizon=ecfg.horizon, out=out)
-    iq = m["physics_iq"].get("model")
     print(
         f"evaluated the shipped {m['scene']} generator on {m['episodes']} {m['split']} starts x "
-        f"{m['horizon']} steps: engine_ratio {m['engine_ratio']:.2f}, frozen_ratio {m['frozen_ratio']:.2f}, "
-        f"physics_iq {iq:.1f}\n  wrote {out / 'report.html'}, {out / 'side_by_side.mp4'}, {out / 'metrics.json'}"
+        f"{m['horizon']} steps: {_scores(m)}\n"
+        f"  wrote {out / 'report.html'}, {out / 'side_by_side.mp4'}, {out / 'metrics.json'}"
+    )
+
+
+def _scores(m: dict) -> str:
+    """The headline scores of an evaluation (``n/a`` where a floor is zero or undefined)."""
+
+    def show(x: object) -> str:
+        return "n/a" if x is None else f"{x:.3g}"
+
+    return (
+        f"engine_ratio {show(m['engine_ratio'])}, frozen_ratio {show(m['frozen_ratio'])}, physics_iq "
+        f"{show(m['physics_iq'].get('model'))}, valid horizon {show(m['valid_horizon_steps'])} steps"
     )
 
 
@@ -276,16 +287,9 @@ def _evaluate(cfg: DictConfig) -> None:
         device=cfg.device,
         out=cfg.out,
         video_episodes=cfg.video_episodes,
+        context=cfg.context,
     )
-
-    def show(x: object) -> str:
-        return "n/a" if x is None else f"{x:.3g}"
-
-    print(
-        f"{m['scene']} {m['split']}, {m['episodes']} episodes x {m['horizon']} steps: engine_ratio "
-        f"{show(m['engine_ratio'])}, frozen_ratio {show(m['frozen_ratio'])}, physics_iq "
-        f"{show(m['physics_iq'].get('model'))}, valid horizon {show(m['valid_horizon_steps'])} steps"
-    )
+    print(f"{m['scene']} {m['split']}, {m['episodes']} episodes x {m['horizon']} steps: {_scores(m)}")
     print(f"report: {Path(cfg.out) / 'report.html'}")
 
 

@@ -25,6 +25,7 @@ Each is compared with MuJoCo's frames ``K .. K + horizon - 1`` by ``worldsim.met
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,41 @@ from worldsim.metrics.compare import (
     parsing_floor_m,
     video_laws,
 )
+from worldsim.metrics.frames import frozen_video
 from worldsim.metrics.objects import true_points_m
 
 SOURCES = ("model", "frozen", "twin", "chaos")
 CHAOS_PERTURBATION_M = 1e-4
 
-# error-like metrics that physics_iq scores (value, lower is better); IoUs and SSIM enter as 1 - value
-IQ_ERRORS = ("centroid_error_px", "velocity_error_mps", "mse")
-IQ_SIMILARITIES = ("ssim", "spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou")
+# Metrics as errors (lower is better): similarities in [0, 1] enter as 1 - value. physics_iq scores
+# IQ_METRICS; kept_fraction is among them so that losing an object (whose position and velocity
+# errors are then undefined, and skipped) never improves the score.
+SIMILARITIES = (
+    "ssim",
+    "iou",
+    "spatial_iou",
+    "spatiotemporal_iou",
+    "weighted_spatial_iou",
+    "kept_fraction",
+    "collision_agreement",
+    "off_road_agreement",
+)
+NOT_ERRORS = ("psnr_db", "vanished", "ghost")  # reported, not scored: PSNR is MSE again, counts are in kept
+IQ_METRICS = (
+    "centroid_error_px",
+    "velocity_error_mps",
+    "mse",
+    "ssim",
+    "spatial_iou",
+    "spatiotemporal_iou",
+    "weighted_spatial_iou",
+    "kept_fraction",
+)
+
+
+def as_error(metric: str, value: float) -> float:
+    """A metric as an error (0 = perfect): similarities become 1 - value."""
+    return 1.0 - value if metric in SIMILARITIES else value
 
 
 @dataclass
@@ -114,34 +142,24 @@ def make_episodes(
             spec, "mujoco", steps, size, actions=actions, perturbation_m=CHAOS_PERTURBATION_M, seed=seed + e
         )
         ep.other["chaos"] = chaos[0][context:]
-        ep.other["frozen"] = np.repeat(frames[context - 1 : context], horizon, axis=0)
+        ep.other["frozen"] = frozen_video(frames[context - 1], horizon)
         out.append(ep)
     return out
 
 
-def generate(model: Any, episodes: list[Episode], horizon: int, seed: int = 0, batch: int = 32) -> None:
-    """The generator's rollouts from each episode's first K frames, stored as ``other["model"]``."""
-    import torch
+def generate(model: Any, episodes: list[Episode], horizon: int, seed: int = 0) -> None:
+    """The generator's rollouts from each episode's first K frames (``worldsim.train.fidelity``'s,
+    as the fidelity report makes them), stored as ``other["model"]``."""
+    from worldsim.train import fidelity
 
-    k = model.cfg.context
-    gen = torch.Generator().manual_seed(seed)
-    for lo in range(0, len(episodes), batch):
-        part = episodes[lo : lo + batch]
-        video = model.rollout(
-            torch.from_numpy(np.stack([e.frames[:k] for e in part])),
-            torch.from_numpy(np.stack([e.actions[: k - 1] for e in part])),
-            torch.from_numpy(np.stack([e.actions[k - 1 : k - 1 + horizon] for e in part])),
-            [e.caption for e in part],
-            generator=gen,
-        )
-        for e, v in zip(part, video.cpu().numpy(), strict=True):
-            e.other["model"] = v
+    for e, video in zip(episodes, fidelity.generate(model, episodes, horizon, seed=seed), strict=True):
+        e.other["model"] = video
 
 
 def load_frames_dir(path: str | Path, episodes: list[Episode], horizon: int) -> None:
     """Frames of another generator: ``<path>/episode_<e:04d>.npy`` holding ``uint8[horizon, h, w, 3]``,
-    the frames after the K context frames of start ``e`` (the layout ``worldsim evaluate`` writes in
-    ``starts/``)."""
+    the frames that follow the K context frames of start ``e`` (``starts/episode_<e:04d>.npz`` of an
+    evaluation run holds those context frames, the actions and the caption)."""
     root = Path(path)
     for i, e in enumerate(episodes):
         f = root / f"episode_{i:04d}.npy"
@@ -160,12 +178,15 @@ def write_starts(episodes: list[Episode], context: int, out: Path) -> None:
     root = out / "starts"
     root.mkdir(parents=True, exist_ok=True)
     for i, e in enumerate(episodes):
+        path = root / f"episode_{i:04d}.npz"
+        tmp = root / f".episode_{i:04d}.tmp{os.getpid()}.npz"
         np.savez_compressed(
-            root / f"episode_{i:04d}.npz",
-            context_frames=e.frames[:context],
-            actions=e.actions,
-            caption=np.array(e.caption),
+            tmp, context_frames=e.frames[:context], actions=e.actions, caption=np.array(e.caption)
         )
+        os.replace(tmp, path)
+    for stale in root.glob("episode_*.npz"):  # from an earlier run with more starts
+        if int(stale.stem.split("_")[1]) >= len(episodes):
+            stale.unlink()
 
 
 def _nanmean(a: Any, axis: int | None = None) -> Any:
@@ -204,23 +225,24 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
         laws["truth"] = {m: _f(_nanmean([t[m] for t in truth_laws])) for m in truth_laws[0]}
 
     def ratio(a: str, b: str, m: str) -> float | None:
+        """Error of ``a`` over error of ``b`` (both as errors); None where ``b``'s is 0 or unknown."""
         if a not in summary or b not in summary:
             return None
-        return _f(summary[a][m] / summary[b][m]) if summary[b][m] > 0 else None
+        num, den = as_error(m, summary[a][m]), as_error(m, summary[b][m])
+        return _f(num / den) if den > 0 else None
 
     def iq(source: str) -> float | None:
         if "twin" not in summary:
             return None
         parts = []
-        for m in IQ_ERRORS + IQ_SIMILARITIES:
-            err = summary[source][m] if m in IQ_ERRORS else 1.0 - summary[source][m]
-            floor = summary["twin"][m] if m in IQ_ERRORS else 1.0 - summary["twin"][m]
+        for m in IQ_METRICS:
+            err, floor = as_error(m, summary[source][m]), as_error(m, summary["twin"][m])
             if not np.isfinite(err) or not np.isfinite(floor):
                 continue
             parts.append(1.0 if err <= floor else float(np.clip(floor / err, 0.0, 1.0)))
         return 100.0 * float(np.mean(parts)) if parts else None
 
-    metric_names = [m for m in summary["model"]] if "model" in summary else []
+    metric_names = [m for m in summary.get("model", {}) if m not in NOT_ERRORS]
     return {
         "valid_horizon_steps": _f(np.mean([c.valid_steps for c in per["model"]])) if "model" in per else None,
         "engine_ratio": ratio("model", "twin", "centroid_error_px"),
@@ -251,9 +273,12 @@ def evaluate(
     device: str = "cpu",
     out: str | Path | None = None,
     video_episodes: int = 4,
+    context: int = 4,
 ) -> dict[str, Any]:
     """The whole evaluation; with ``out``, writes ``metrics.json``, ``side_by_side.mp4``, plots and
-    ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds."""
+    ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds.
+    ``context``: K, the real frames a generator starts from, for ``frames_dir`` (a checkpoint's own
+    K is used otherwise)."""
     import json
 
     from worldsim.checkpoints import load_world_model
@@ -264,7 +289,7 @@ def evaluate(
         raise ValueError(f"episodes and horizon must be at least 1, got {episodes} and {horizon}")
     family = family_of(scene)
     model = None if frames_dir else load_world_model(checkpoint, family.name, device)
-    context = model.cfg.context if model is not None else 4
+    context = model.cfg.context if model is not None else int(context)
     size = (model.cfg.height, model.cfg.width) if model is not None else (64, 64)
     eps = make_episodes(family.name, split, episodes, horizon, context, seed, size)
     if model is not None:
@@ -286,7 +311,7 @@ def evaluate(
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False))
         write_starts(eps, context, out)
         write_report(metrics, eps[:video_episodes], context, out)
     return metrics

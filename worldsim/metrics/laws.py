@@ -148,6 +148,7 @@ def fit_gravity(
     bounce_band_m: float = BOUNCE_BAND_M,
     min_samples: int = 5,
     cut_steps: Sequence[int] = (),
+    max_rms_m: float = np.inf,
 ) -> GravityFit:
     """Gravity from centre heights ``z_m[T]`` of one object, or ``z_m[T, N]`` of N objects with one
     radius or ``N`` (their flights pooled: one value per video), sampled every ``dt_s``: a least-squares
@@ -155,7 +156,9 @@ def fit_gravity(
 
     Five samples leave two degrees of freedom over three coefficients, so a bad sample shows in the
     residual. Bounces off the floor are found; other impacts (another ball, the ceiling) are not:
-    pass their steps as ``cut_steps`` (e.g. from ``collision_steps``).
+    pass their steps as ``cut_steps`` (e.g. from ``collision_steps``), or drop flights that are not
+    parabolas: ``max_rms_m`` rejects a flight whose fit leaves a larger rms residual (an impact
+    between two samples bends it).
     """
     z = np.asarray(z_m, dtype=float)
     if z.ndim not in (1, 2):
@@ -167,6 +170,7 @@ def fit_gravity(
     for zk, rk in zip(z.T, radii, strict=True):
         flights = _flights(zk, dt_s, floor_z_m + rk, margin_m, bounce_band_m, cut_steps)
         fits += [_Parabola.fit(t[a:b], zk[a:b]) for a, b in flights if b - a >= min_samples]
+    fits = [f for f in fits if np.sqrt(f.rss / f.n) <= max_rms_m]
     return _pool(fits)
 
 

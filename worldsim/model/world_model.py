@@ -19,7 +19,8 @@ Design choices, each measured on Balls (see the README):
 - Half of each training batch is at ``sigma_max``: one-step sampling uses only that level, and the
   log-normal levels alone put about 5 % of samples there.
 - Sampling may run the U-Net in bfloat16 (``sampling_precision``): on a CPU with bf16 units it
-  halves the cost of a step, and the frames it makes are scored like float32's (README).
+  halves the cost of a step, and the frames it makes are scored like float32's (README). Where
+  bfloat16 is not native, sampling runs in float32.
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"sampling precision must be one of {PRECISIONS}, got {precision!r}")
     return precision
+
+
+def bfloat16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively. Elsewhere bfloat16 is emulated, slower than
+    float32, and sampling falls back to float32 (the frames are scored alike: README)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(
+            getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+    return False
 
 
 def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -253,7 +267,7 @@ class WorldModel(nn.Module):
             context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
         net = self._net(context, ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device))
         shape = (b, 3, cfg.height, cfg.width)
-        bf16 = check_precision(precision or cfg.sampling_precision) == "bfloat16"
+        bf16 = check_precision(precision or cfg.sampling_precision) == "bfloat16" and bfloat16_is_fast(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = sample(
                 net,

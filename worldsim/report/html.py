@@ -9,6 +9,7 @@ with relative links: no server, no scripts, nothing fetched.
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,13 @@ def plot_curves(metrics: dict[str, Any], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"{m}.png"
-        fig.savefig(path)
+        tmp = out / f".{m}.tmp{os.getpid()}.png"
+        fig.savefig(tmp)
         plt.close(fig)
+        os.replace(tmp, path)
         paths.append(path)
+    for stale in set(out.glob("*.png")) - set(paths):  # metrics of an earlier run's family
+        stale.unlink()
     return paths
 
 
@@ -146,6 +151,8 @@ def render_html(metrics: dict[str, Any], plots: Sequence[Path], video: str | Non
         ]
     parts += [
         "<h2>Summary (mean over episodes and steps)</h2>",
+        "<p>engine ratio: the model's error over the twin's, similarities (SSIM, IoUs, kept fraction, "
+        "agreements) taken as 1 - value.</p>",
         _table(["metric", *sources, "engine ratio"], metric_rows),
         "<h2>Floors</h2>",
         _table(
