@@ -221,6 +221,16 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
         for m in cs[0].values:
             summary[s][m] = float(_nanmean([c.values[m] for c in cs]))
     laws = {s: {m: _f(_nanmean([c.laws[m] for c in cs])) for m in cs[0].laws} for s, cs in per.items()}
+    by_object: dict[str, dict[str, dict[str, float | None]]] = {}
+    for s, cs in per.items():  # objects by name across episodes (ball0 is always the agent ball)
+        names = sorted({n for c in cs for n in c.by_object})
+        by_object[s] = {
+            n: {
+                m: _f(_nanmean([c.by_object[n][m] for c in cs if n in c.by_object]))
+                for m in ("position_error_m", "velocity_error_mps", "centroid_error_px")
+            }
+            for n in names
+        }
     if truth_laws and truth_laws[0]:
         laws["truth"] = {m: _f(_nanmean([t[m] for t in truth_laws])) for m in truth_laws[0]}
 
@@ -256,6 +266,7 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
             "parsing_position_m": _f(_nanmean(np.stack(parsing))),
         },
         "laws": laws,
+        "by_object": by_object,
         "valid_horizon_by_source": {s: _f(np.mean([c.valid_steps for c in cs])) for s, cs in per.items()},
         "curves": {s: {m: [_f(x) for x in v] for m, v in c.items()} for s, c in curves.items()},
         "curves_parsing_position_m": [_f(x) for x in _nanmean(np.stack(parsing), 0)],

@@ -64,6 +64,7 @@ class VideoComparison:
     values: dict[str, float]
     laws: dict[str, float]
     valid_steps: int
+    by_object: dict[str, dict[str, float]]  # object name -> mean position / velocity / centroid error
 
 
 def _nanmean_rows(a: np.ndarray) -> np.ndarray:
@@ -226,7 +227,13 @@ def compare_video(
         values |= {
             k: np.nan if diff[d] is None else abs(float(diff[d])) for k, d in DRIVE_DIFFERENCES.items()
         }
-    return VideoComparison(curves, values, video_laws(other, spec, cameras, dt_s), valid)
+    per_object = {  # means over steps, one per object
+        "position_error_m": _nanmean_rows(errors.error_m.T),
+        "velocity_error_mps": _nanmean_rows(vel_err.T),
+        "centroid_error_px": _nanmean_rows(errors.error_px.T),
+    }
+    by_object = {name: {m: float(v[j]) for m, v in per_object.items()} for j, name in enumerate(tt.objects)}
+    return VideoComparison(curves, values, video_laws(other, spec, cameras, dt_s), valid, by_object)
 
 
 def parsing_floor_m(

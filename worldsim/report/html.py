@@ -170,6 +170,25 @@ def render_html(metrics: dict[str, Any], plots: Sequence[Path], video: str | Non
             ],
         ),
     ]
+    by_object = metrics.get("by_object", {})
+    if "model" in by_object:
+        ref = by_object.get("twin", {})
+        rows = [
+            [
+                n,
+                v["position_error_m"],
+                ref.get(n, {}).get("position_error_m"),
+                v["velocity_error_mps"],
+                ref.get(n, {}).get("velocity_error_mps"),
+            ]
+            for n, v in by_object["model"].items()
+        ]
+        parts += [
+            "<h2>By object</h2>",
+            _table(
+                ["object", "position error (m), model", "twin", "velocity error (m/s), model", "twin"], rows
+            ),
+        ]
     if law_rows:
         parts += ["<h2>Laws read off each video</h2>", _table(["law", *laws], law_rows)]
     parts.append("<h2>Against the step</h2>")
