@@ -57,6 +57,7 @@ def test_twin_is_the_engine_floor_and_plausible(episodes):
     # MuJoCo's own chaos is no larger than the engines' disagreement, and parsing is sub-centimetre
     assert m["floors"]["chaos"]["centroid_error_px"] <= floor["centroid_error_px"]
     assert m["floors"]["parsing_position_m"] < 0.01
+    assert 0.98 < m["floors"]["parsing_mask_iou"] < 1  # the extractor against MuJoCo's segmentation
     g = m["laws"]["truth"]["gravity_mps2"]
     assert g == pytest.approx(9.81, rel=0.05)  # from the free flights in MuJoCo's frames
 

@@ -43,7 +43,7 @@ class _Veer(DriveController):
 
 
 def _run(spec, **kw) -> dict:
-    frames, states, cameras, _ = simulate(spec, "mujoco", STEPS, SIZE, **kw)
+    frames, states, cameras, _, _ = simulate(spec, "mujoco", STEPS, SIZE, **kw)
     return {"spec": spec, "frames": frames, "states": states, "cameras": cameras}
 
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from worldsim.metrics.compare import (
     VideoComparison,
     compare_video,
+    parsing_floor_iou,
     parsing_floor_m,
     video_laws,
 )
@@ -85,7 +86,19 @@ class Episode:
     frames: np.ndarray  # uint8[K+H, h, w, 3]
     states: dict[str, np.ndarray]  # [K+H, ...]
     cameras: list  # CameraParams per frame
+    segments: np.ndarray | None = None  # MuJoCo's segmentation int32[K+H, h, w] (object ids)
     other: dict[str, np.ndarray] = field(default_factory=dict)  # source -> uint8[H, h, w, 3]
+
+
+class Run(NamedTuple):
+    """One simulated run: frames ``uint8[T+1, h, w, 3]``, stacked states, the camera of each frame,
+    the actions taken ``float32[T, 2]``, and (when asked for) segmentation ``int32[T+1, h, w]``."""
+
+    frames: np.ndarray
+    states: dict[str, np.ndarray]
+    cameras: list
+    actions: np.ndarray
+    segments: np.ndarray | None
 
 
 def simulate(
@@ -97,9 +110,9 @@ def simulate(
     policy: Any = None,
     perturbation_m: float = 0.0,
     seed: int | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray], list, np.ndarray]:
-    """Run ``spec`` in ``backend`` for ``steps`` steps under ``actions`` or ``policy``: frames
-    ``[steps+1]``, stacked states, cameras per frame, and the actions taken."""
+    segment: bool = False,
+) -> Run:
+    """Run ``spec`` in ``backend`` for ``steps`` steps under ``actions`` or ``policy``."""
     from worldsim.physics import make_simulator
 
     h, w = size
@@ -108,6 +121,7 @@ def simulate(
     if policy is not None:
         policy.reset(sim.state())
     frames, states, cameras, taken = [sim.render()], [sim.state()], [sim.camera()], []
+    segments = [sim.segment()] if segment else None
     for t in range(steps):
         a = actions[t] if actions is not None else policy.act(sim.state())
         a = np.clip(np.asarray(a, np.float32), -1.0, 1.0)
@@ -116,9 +130,17 @@ def simulate(
         frames.append(sim.render())
         states.append(sim.state())
         cameras.append(sim.camera())
+        if segments is not None:
+            segments.append(sim.segment())
     sim.close()
     stacked = {k: np.stack([s[k] for s in states]) for k in states[0]}
-    return np.stack(frames), stacked, cameras, np.stack(taken).astype(np.float32)
+    return Run(
+        np.stack(frames),
+        stacked,
+        cameras,
+        np.stack(taken).astype(np.float32).reshape(steps, -1),
+        None if segments is None else np.stack(segments),
+    )
 
 
 def make_episodes(
@@ -133,15 +155,14 @@ def make_episodes(
     for e in range(episodes):
         rng = np.random.default_rng(seed + e)
         spec = scenes.sample(scene, rng, split)
-        frames, states, cameras, actions = simulate(
-            spec, "mujoco", steps, size, policy=make_policy(scene, "mixture", rng)
-        )
-        ep = Episode(spec, scenes.caption(spec), actions, frames, states, cameras)
-        ep.other["twin"] = simulate(spec, "pybullet", steps, size, actions=actions)[0][context:]
+        truth = simulate(spec, "mujoco", steps, size, policy=make_policy(scene, "mixture", rng), segment=True)
+        frames, actions = truth.frames, truth.actions
+        ep = Episode(spec, scenes.caption(spec), actions, frames, truth.states, truth.cameras, truth.segments)
+        ep.other["twin"] = simulate(spec, "pybullet", steps, size, actions=actions).frames[context:]
         chaos = simulate(
             spec, "mujoco", steps, size, actions=actions, perturbation_m=CHAOS_PERTURBATION_M, seed=seed + e
         )
-        ep.other["chaos"] = chaos[0][context:]
+        ep.other["chaos"] = chaos.frames[context:]
         ep.other["frozen"] = frozen_video(frames[context - 1], horizon)
         out.append(ep)
     return out
@@ -205,7 +226,7 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
     """Compare every source with MuJoCo on every episode and aggregate: curves, summaries, floors,
     laws and the scores (the body of ``metrics.json``)."""
     per: dict[str, list[VideoComparison]] = {s: [] for s in SOURCES if s in episodes[0].other}
-    parsing, truth_laws = [], []
+    parsing, parsing_iou, truth_laws = [], [], []
     for e in episodes:
         truth = e.frames[context:]
         cams = e.cameras[context:]
@@ -213,6 +234,8 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
             per[s].append(compare_video(truth, e.other[s], e.spec, cams, dt_s, e.frames[context - 1]))
         states = {k: v[context:] for k, v in e.states.items()}
         parsing.append(parsing_floor_m(truth, true_points_m(e.spec, states), e.spec, cams))
+        if e.segments is not None:
+            parsing_iou.append(parsing_floor_iou(truth, e.segments[context:], e.spec))
         truth_laws.append(video_laws(truth, e.spec, cams, dt_s))
 
     curves = {s: {m: _nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}
@@ -264,6 +287,7 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
             "engine": {m: _f(v) for m, v in summary.get("twin", {}).items()},
             "chaos": {m: _f(v) for m, v in summary.get("chaos", {}).items()},
             "parsing_position_m": _f(_nanmean(np.stack(parsing))),
+            "parsing_mask_iou": _f(_nanmean(np.stack(parsing_iou))) if parsing_iou else None,
         },
         "laws": laws,
         "by_object": by_object,

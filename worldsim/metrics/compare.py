@@ -243,3 +243,12 @@ def parsing_floor_m(
     true centres ``[T, N, 3]``: how exactly the measurement itself places an object."""
     found, _ = lifted_points_m(truth_uint8, spec, cameras)
     return _nanmean_rows(np.linalg.norm(found - true_points, axis=-1))
+
+
+def parsing_floor_iou(truth_uint8: np.ndarray, segments: np.ndarray, spec: Any) -> np.ndarray:
+    """Per-step IoU ``[T]`` of the objects the colour extractor finds in MuJoCo's frames with
+    MuJoCo's own segmentation of them (``int32[T, H, W]``, object ids): how exactly the extractor,
+    which is all a generated frame can be read with, draws the masks."""
+    ids = np.array([o.object_id for o in family_of(spec).objects(spec)])
+    seg = (np.asarray(segments)[:, None] == ids[None, :, None, None]).any(1)
+    return masks.iou_per_step(seg, object_masks(truth_uint8, palette_for(spec)).any(1))

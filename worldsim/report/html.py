@@ -169,6 +169,8 @@ def render_html(metrics: dict[str, Any], plots: Sequence[Path], video: str | Non
                 ["parsing", None, metrics["floors"]["parsing_position_m"]],
             ],
         ),
+        f"<p>Parsing floor of the masks: IoU {_fmt(metrics['floors'].get('parsing_mask_iou'))} between the "
+        "objects the colour extractor finds in MuJoCo's frames and MuJoCo's own segmentation.</p>",
     ]
     by_object = metrics.get("by_object", {})
     if "model" in by_object:
