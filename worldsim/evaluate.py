@@ -45,9 +45,9 @@ from worldsim.metrics.objects import true_points_m
 SOURCES = ("model", "frozen", "twin", "chaos")
 CHAOS_PERTURBATION_M = 1e-4
 
-# Metrics as errors (lower is better): similarities in [0, 1] enter as 1 - value. physics_iq scores
-# IQ_METRICS; kept_fraction is among them so that losing an object (whose position and velocity
-# errors are then undefined, and skipped) never improves the score.
+# Similarities (in [0, 1], higher is better); every other scored metric is an error (lower is
+# better). physics_iq scores IQ_METRICS; kept_fraction is among them so that losing an object (whose
+# position and velocity errors are then undefined, and skipped) never improves the score.
 SIMILARITIES = (
     "ssim",
     "iou",
@@ -269,10 +269,14 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
             return None
         parts = []
         for m in IQ_METRICS:
-            err, floor = as_error(m, summary[source][m]), as_error(m, summary["twin"][m])
-            if not np.isfinite(err) or not np.isfinite(floor):
+            value, floor = summary[source][m], summary["twin"][m]
+            if not np.isfinite(value) or not np.isfinite(floor):
                 continue
-            parts.append(1.0 if err <= floor else float(np.clip(floor / err, 0.0, 1.0)))
+            # as Physics-IQ normalises: a similarity over the floor's, the floor's error over an error
+            if m in SIMILARITIES:
+                parts.append(float(np.clip(value / floor, 0.0, 1.0)) if floor > 0 else 1.0)
+            else:
+                parts.append(1.0 if value <= floor else float(floor / value))
         return 100.0 * float(np.mean(parts)) if parts else None
 
     metric_names = [m for m in summary.get("model", {}) if m not in NOT_ERRORS]
