@@ -71,6 +71,23 @@ IQ_METRICS = (
 )
 
 
+def physics_iq(summary: dict[str, dict[str, float]], source: str, floor: str = "twin") -> float | None:
+    """0-100, as Physics-IQ normalises its metrics: each similarity of ``source`` over the
+    ``floor`` source's, the floor's error over each error, clipped to [0, 1], averaged, times 100."""
+    if floor not in summary:
+        return None
+    parts = []
+    for m in IQ_METRICS:
+        value, ref = summary[source][m], summary[floor][m]
+        if not np.isfinite(value) or not np.isfinite(ref):
+            continue
+        if m in SIMILARITIES:
+            parts.append(float(np.clip(value / ref, 0.0, 1.0)) if ref > 0 else 1.0)
+        else:
+            parts.append(1.0 if value <= ref else float(ref / value))
+    return 100.0 * float(np.mean(parts)) if parts else None
+
+
 def as_error(metric: str, value: float) -> float:
     """A metric as an error (0 = perfect): similarities become 1 - value."""
     return 1.0 - value if metric in SIMILARITIES else value
@@ -264,27 +281,12 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
         num, den = as_error(m, summary[a][m]), as_error(m, summary[b][m])
         return _f(num / den) if den > 0 else None
 
-    def iq(source: str) -> float | None:
-        if "twin" not in summary:
-            return None
-        parts = []
-        for m in IQ_METRICS:
-            value, floor = summary[source][m], summary["twin"][m]
-            if not np.isfinite(value) or not np.isfinite(floor):
-                continue
-            # as Physics-IQ normalises: a similarity over the floor's, the floor's error over an error
-            if m in SIMILARITIES:
-                parts.append(float(np.clip(value / floor, 0.0, 1.0)) if floor > 0 else 1.0)
-            else:
-                parts.append(1.0 if value <= floor else float(floor / value))
-        return 100.0 * float(np.mean(parts)) if parts else None
-
     metric_names = [m for m in summary.get("model", {}) if m not in NOT_ERRORS]
     return {
         "valid_horizon_steps": _f(np.mean([c.valid_steps for c in per["model"]])) if "model" in per else None,
         "engine_ratio": ratio("model", "twin", "centroid_error_px"),
         "frozen_ratio": ratio("model", "frozen", "centroid_error_px"),
-        "physics_iq": {s: _f(iq(s)) if iq(s) is not None else None for s in summary},
+        "physics_iq": {s: physics_iq(summary, s) for s in summary},
         "engine_ratio_by_metric": {m: ratio("model", "twin", m) for m in metric_names},
         "summary": {s: {m: _f(v) for m, v in d.items()} for s, d in summary.items()},
         "floors": {
