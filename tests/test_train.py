@@ -179,3 +179,15 @@ def test_parsing_floor_is_subpixel_and_sees_a_shift(tiny_data):
     assert floor.shape == (20,) and np.nanmean(floor) < 1.0
     episode = dataclasses.replace(episode, frames=np.roll(episode.frames, 3, axis=2))
     assert np.nanmean(parsing_error_px(episode, 2, 20)) == pytest.approx(3.0, abs=0.75)
+
+
+def test_learning_rate_warms_up_holds_and_cools_down():
+    from worldsim.train.loop import TrainConfig, learning_rate
+
+    cfg = TrainConfig(lr=1e-3, warmup=10, steps=100, cooldown=20)
+    rates = [learning_rate(cfg, s) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[50] == rates[80] == pytest.approx(1e-3)
+    assert rates[90] == pytest.approx(0.5e-3) and rates[99] == pytest.approx(0.05e-3)
+    assert all(a >= b for a, b in zip(rates[80:], rates[81:], strict=False))
+    assert learning_rate(TrainConfig(lr=1e-3, warmup=10, steps=100), 99) == pytest.approx(1e-3)

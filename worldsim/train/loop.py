@@ -54,6 +54,7 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup: int = 300  # linear learning-rate warm-up steps
+    cooldown: int = 0  # the last steps, over which the learning rate falls linearly to 0
     grad_clip: float = 1.0
     ema: float = 0.995  # decay of the weights' exponential moving average (what is sampled from)
     heads_weight: float = 1.0  # weight of the reward/termination losses
@@ -311,7 +312,7 @@ def train(run: RunConfig) -> Path:
         total.backward()
         _all_reduce_grads(model, world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+        lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
@@ -346,6 +347,17 @@ def train(run: RunConfig) -> Path:
     if world > 1:
         dist.barrier()
     return final
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Warm-up, constant, cool-down ("warmup-stable-decay"): the rate rises linearly over ``warmup``
+    steps, holds, and falls linearly to 0 over the last ``cooldown`` steps. A constant rate keeps the
+    weights wandering around a minimum; the cool-down settles them, and because it is tied to the end,
+    a run can be extended (resumed with more ``steps``) before its cool-down starts."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    if cfg.cooldown > 0:
+        lr *= min(1.0, max(cfg.steps - step, 0) / cfg.cooldown)
+    return lr
 
 
 def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> dict[str, float]:
