@@ -24,8 +24,8 @@ BOUND_PX = 6.0  # a tenth of the 64 px frame, per object, averaged over the 10 s
 
 
 # The shipped Balls generator does not yet meet this bound from a one-frame start: 10-step errors of
-# 15-22 px on these worlds, level with repeating the first frame (README, fidelity section). Strict,
-# so the test reports it as soon as a checkpoint does.
+# 7-20 px on these worlds (README, fidelity section). Strict, so the test reports it as soon as a
+# checkpoint does.
 BALLS_NOT_YET = pytest.mark.xfail(strict=True, reason="Balls generator loses fast balls within 10 steps")
 
 
