@@ -44,7 +44,7 @@ PUSH_MOVE_M = 0.01
 """A Push object moving more than this in one step (0.1 m/s) is moving, not jittering: the parsing
 floor is a few millimetres."""
 
-CONTACT_MARGIN_M = 0.02
+PUSHER_REACH_SLACK_M = 0.02
 """Slack on the pusher's reach: lifted positions are good to millimetres, the object's outline is not
 a circle."""
 
@@ -147,7 +147,7 @@ def push_moved_without_contact(points_m: np.ndarray, spec: Any, quiet_steps: int
     motion without a cause. ``points_m[T, 2, 3]``: object and pusher, in palette order."""
     obj, pusher = family_of(spec).objects(spec)
     # a box's corner reaches 1.42 half sides out; the pusher is a disc
-    reach = 0.71 * obj.size_m + pusher.size_m / 2 + CONTACT_MARGIN_M
+    reach = 0.71 * obj.size_m + pusher.size_m / 2 + PUSHER_REACH_SLACK_M
     apart = np.linalg.norm(points_m[:, 0, :2] - points_m[:, 1, :2], axis=-1) > reach  # False where unseen
     quiet = apart.copy()
     for k in range(1, quiet_steps + 1):
