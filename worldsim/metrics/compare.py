@@ -3,8 +3,10 @@
 ``compare_video`` is the whole comparison of one episode and one source (a generator, the frozen
 baseline, the PyBullet twin, a perturbed MuJoCo run): frames (PSNR, SSIM, MSE), object masks
 (Physics-IQ IoUs), objects (centroid error in pixels, position and velocity error in metres,
-objects vanished or appearing) and the laws read off the source's own trajectories (fitted
-gravity, restitution, penetration). It sees frames, the scene spec and camera parameters only:
+objects vanished or appearing, per object too) and the laws read off the source's own
+trajectories (Balls: fitted gravity, restitution, penetration; Push: motion without contact; Drive:
+progress, collisions, leaving the road, lane deviation, comfort, and their differences from the
+truth's). It sees frames, the scene spec and camera parameters only:
 anything that makes frames can be scored, and nothing here imports the generator.
 
 Objects are found by colour (``worldsim.metrics.objects``) in both videos, and lifted to metres on
