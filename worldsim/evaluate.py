@@ -40,7 +40,7 @@ from worldsim.metrics.compare import (
     video_laws,
 )
 from worldsim.metrics.frames import frozen_video
-from worldsim.metrics.objects import true_points_m
+from worldsim.metrics.objects import json_float, nanmean, true_points_m
 
 SOURCES = ("model", "frozen", "twin", "chaos")
 CHAOS_PERTURBATION_M = 1e-4
@@ -227,18 +227,6 @@ def write_starts(episodes: list[Episode], context: int, out: Path) -> None:
             stale.unlink()
 
 
-def _nanmean(a: Any, axis: int | None = None) -> Any:
-    a = np.asarray(a, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = (~np.isnan(a)).sum(axis)
-        return np.where(n > 0, np.nansum(a, axis) / np.maximum(n, 1), np.nan)
-
-
-def _f(x: Any) -> float | None:
-    x = float(x)
-    return None if not np.isfinite(x) else x
-
-
 def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
     """Compare every source with MuJoCo on every episode and aggregate: curves, summaries, floors,
     laws and the scores (the body of ``metrics.json``)."""
@@ -255,51 +243,55 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
             parsing_iou.append(parsing_floor_iou(truth, e.segments[context:], e.spec))
         truth_laws.append(video_laws(truth, e.spec, cams, dt_s))
 
-    curves = {s: {m: _nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}
-    summary = {s: {m: float(_nanmean(v)) for m, v in c.items()} for s, c in curves.items()}
+    curves = {s: {m: nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}
+    summary = {s: {m: float(nanmean(v)) for m, v in c.items()} for s, c in curves.items()}
     for s, cs in per.items():
         for m in cs[0].values:
-            summary[s][m] = float(_nanmean([c.values[m] for c in cs]))
-    laws = {s: {m: _f(_nanmean([c.laws[m] for c in cs])) for m in cs[0].laws} for s, cs in per.items()}
+            summary[s][m] = float(nanmean([c.values[m] for c in cs]))
+    laws = {s: {m: json_float(nanmean([c.laws[m] for c in cs])) for m in cs[0].laws} for s, cs in per.items()}
     by_object: dict[str, dict[str, dict[str, float | None]]] = {}
     for s, cs in per.items():  # objects by name across episodes (ball0 is always the agent ball)
         names = sorted({n for c in cs for n in c.by_object})
         by_object[s] = {
             n: {
-                m: _f(_nanmean([c.by_object[n][m] for c in cs if n in c.by_object]))
+                m: json_float(nanmean([c.by_object[n][m] for c in cs if n in c.by_object]))
                 for m in ("position_error_m", "velocity_error_mps", "centroid_error_px")
             }
             for n in names
         }
     if truth_laws and truth_laws[0]:
-        laws["truth"] = {m: _f(_nanmean([t[m] for t in truth_laws])) for m in truth_laws[0]}
+        laws["truth"] = {m: json_float(nanmean([t[m] for t in truth_laws])) for m in truth_laws[0]}
 
     def ratio(a: str, b: str, m: str) -> float | None:
         """Error of ``a`` over error of ``b`` (both as errors); None where ``b``'s is 0 or unknown."""
         if a not in summary or b not in summary:
             return None
         num, den = as_error(m, summary[a][m]), as_error(m, summary[b][m])
-        return _f(num / den) if den > 0 else None
+        return json_float(num / den) if den > 0 else None
 
     metric_names = [m for m in summary.get("model", {}) if m not in NOT_ERRORS]
     return {
-        "valid_horizon_steps": _f(np.mean([c.valid_steps for c in per["model"]])) if "model" in per else None,
+        "valid_horizon_steps": json_float(np.mean([c.valid_steps for c in per["model"]]))
+        if "model" in per
+        else None,
         "engine_ratio": ratio("model", "twin", "centroid_error_px"),
         "frozen_ratio": ratio("model", "frozen", "centroid_error_px"),
         "physics_iq": {s: physics_iq(summary, s) for s in summary},
         "engine_ratio_by_metric": {m: ratio("model", "twin", m) for m in metric_names},
-        "summary": {s: {m: _f(v) for m, v in d.items()} for s, d in summary.items()},
+        "summary": {s: {m: json_float(v) for m, v in d.items()} for s, d in summary.items()},
         "floors": {
-            "engine": {m: _f(v) for m, v in summary.get("twin", {}).items()},
-            "chaos": {m: _f(v) for m, v in summary.get("chaos", {}).items()},
-            "parsing_position_m": _f(_nanmean(np.stack(parsing))),
-            "parsing_mask_iou": _f(_nanmean(np.stack(parsing_iou))) if parsing_iou else None,
+            "engine": {m: json_float(v) for m, v in summary.get("twin", {}).items()},
+            "chaos": {m: json_float(v) for m, v in summary.get("chaos", {}).items()},
+            "parsing_position_m": json_float(nanmean(np.stack(parsing))),
+            "parsing_mask_iou": json_float(nanmean(np.stack(parsing_iou))) if parsing_iou else None,
         },
         "laws": laws,
         "by_object": by_object,
-        "valid_horizon_by_source": {s: _f(np.mean([c.valid_steps for c in cs])) for s, cs in per.items()},
-        "curves": {s: {m: [_f(x) for x in v] for m, v in c.items()} for s, c in curves.items()},
-        "curves_parsing_position_m": [_f(x) for x in _nanmean(np.stack(parsing), 0)],
+        "valid_horizon_by_source": {
+            s: json_float(np.mean([c.valid_steps for c in cs])) for s, cs in per.items()
+        },
+        "curves": {s: {m: [json_float(x) for x in v] for m, v in c.items()} for s, c in curves.items()},
+        "curves_parsing_position_m": [json_float(x) for x in nanmean(np.stack(parsing), 0)],
     }
 
 

@@ -28,6 +28,7 @@ from worldsim.metrics.objects import (
     compare_tracks,
     extract_objects,
     lift_centroids,
+    nanmean,
     object_masks,
     object_planes,
     palette_for,
@@ -69,13 +70,6 @@ class VideoComparison:
     by_object: dict[str, dict[str, float]]  # object name -> mean position / velocity / centroid error
 
 
-def _nanmean_rows(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, float)
-    n = (~np.isnan(a)).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.nansum(a, 1) / np.maximum(n, 1), np.nan)
-
-
 def lifted_points_m(frames_uint8: np.ndarray, spec: Any, cameras: Sequence[CameraParams]) -> tuple:
     """Objects' centres ``[T, N, 3]`` (m, NaN when not seen) found in frames and lifted through the
     given cameras (one per frame), with the tracks they came from."""
@@ -105,12 +99,19 @@ def video_laws(
     (no free flight, no bounce). Balls: gravity, restitution, penetration (``balls_laws``); Push: the
     object moving without the pusher; Drive: progress, collisions, leaving the road, lane deviation
     and comfort as nuPlan bounds it (``worldsim.metrics.driving``)."""
-    name = family_of(spec).name
-    if name == "drive":
-        summary = driving.video_driving(frames_uint8, spec, cameras, dt_s)["summary"]
-        return {k: float("nan") if summary[k] is None else float(summary[k]) for k in DRIVE_LAWS}
-    points_m, _ = lifted_points_m(frames_uint8, spec, cameras)
-    if name == "push":
+    if family_of(spec).name == "drive":
+        return drive_laws(driving.video_driving(frames_uint8, spec, cameras, dt_s)["summary"])
+    return object_laws(lifted_points_m(frames_uint8, spec, cameras)[0], spec, dt_s)
+
+
+def drive_laws(summary: dict[str, Any]) -> dict[str, float]:
+    """The ``DRIVE_LAWS`` of a Drive video's driving summary (``None`` read as NaN)."""
+    return {k: float("nan") if summary[k] is None else float(summary[k]) for k in DRIVE_LAWS}
+
+
+def object_laws(points_m: np.ndarray, spec: Any, dt_s: float) -> dict[str, float]:
+    """The laws of Balls and Push read off lifted object positions ``[T, N, 3]`` (m)."""
+    if family_of(spec).name == "push":
         return {"moved_without_contact_steps": float(push_moved_without_contact(points_m, spec).sum())}
     return balls_laws(points_m, spec, dt_s)
 
@@ -212,8 +213,8 @@ def compare_video(
         "mse": masks.frame_mse(truth, other),
         "iou": masks.iou_per_step(mt, mo),
         "centroid_error_px": errors.curve_px(),
-        "position_error_m": _nanmean_rows(errors.error_m),
-        "velocity_error_mps": _nanmean_rows(vel_err),
+        "position_error_m": nanmean(errors.error_m, axis=1),
+        "velocity_error_mps": nanmean(vel_err, axis=1),
         "vanished": errors.vanished.sum(1).astype(float),
         "ghost": errors.ghost.sum(1).astype(float),
     }
@@ -224,18 +225,22 @@ def compare_video(
         "kept_fraction": float(perm.kept_fraction),
     }
     if family_of(spec).name == "drive":
-        diff = driving.driving_metrics(truth, other, spec, cameras, dt_s)["difference"]["summary"]
+        drive = driving.driving_metrics(truth, other, spec, cameras, dt_s)
+        diff = drive["difference"]["summary"]
         # errors as magnitudes: a mean over episodes must not let a shortfall cancel an overshoot
         values |= {
             k: np.nan if diff[d] is None else abs(float(diff[d])) for k, d in DRIVE_DIFFERENCES.items()
         }
+        video = drive_laws(drive["other"]["summary"])
+    else:  # the positions already lifted above, not found and lifted again
+        video = object_laws(other_m, spec, dt_s)
     per_object = {  # means over steps, one per object
-        "position_error_m": _nanmean_rows(errors.error_m.T),
-        "velocity_error_mps": _nanmean_rows(vel_err.T),
-        "centroid_error_px": _nanmean_rows(errors.error_px.T),
+        "position_error_m": nanmean(errors.error_m.T, axis=1),
+        "velocity_error_mps": nanmean(vel_err.T, axis=1),
+        "centroid_error_px": nanmean(errors.error_px.T, axis=1),
     }
     by_object = {name: {m: float(v[j]) for m, v in per_object.items()} for j, name in enumerate(tt.objects)}
-    return VideoComparison(curves, values, video_laws(other, spec, cameras, dt_s), valid, by_object)
+    return VideoComparison(curves, values, video, valid, by_object)
 
 
 def parsing_floor_m(
@@ -244,7 +249,7 @@ def parsing_floor_m(
     """Per-step mean distance ``[T]`` (m) between objects found in MuJoCo's frames, lifted, and their
     true centres ``[T, N, 3]``: how exactly the measurement itself places an object."""
     found, _ = lifted_points_m(truth_uint8, spec, cameras)
-    return _nanmean_rows(np.linalg.norm(found - true_points, axis=-1))
+    return nanmean(np.linalg.norm(found - true_points, axis=-1), axis=1)
 
 
 def parsing_floor_iou(truth_uint8: np.ndarray, segments: np.ndarray, spec: Any) -> np.ndarray:

@@ -24,7 +24,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 _CHUNK_FRAMES = 256  # bounds SSIM's working memory on long videos
 
 
-def _check_videos(truth: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_videos(truth: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two videos ``uint8[T, H, W, 3]`` of one shape, as arrays; a ``ValueError`` otherwise."""
     t, g = np.asarray(truth), np.asarray(gen)
     if t.shape != g.shape or t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"videos must both be [T, H, W, 3] of one shape, got {t.shape} and {g.shape}")
@@ -38,7 +39,7 @@ def psnr(truth: np.ndarray, gen: np.ndarray, max_db: float | None = None) -> np.
 
     Identical frames give ``inf``, or ``max_db`` if given (values above it are clipped to it).
     """
-    t, g = _check_videos(truth, gen)
+    t, g = check_videos(truth, gen)
     mse = ((t.astype(np.float64) - g) ** 2).mean((1, 2, 3))
     with np.errstate(divide="ignore"):
         out = 10.0 * np.log10(DATA_RANGE**2 / mse)
@@ -56,7 +57,7 @@ def ssim(truth: np.ndarray, gen: np.ndarray) -> np.ndarray:
 
     1.0 for identical frames.
     """
-    t, g = _check_videos(truth, gen)
+    t, g = check_videos(truth, gen)
     if min(t.shape[1:3]) < SSIM_WINDOW:
         raise ValueError(
             f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {t.shape[1:3]}"

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.metrics.frames import check_videos
 from worldsim.metrics.objects import Palette, object_masks
 
 DATA_RANGE = 255.0
@@ -46,15 +47,6 @@ def _check_masks(truth_masks: np.ndarray, gen_masks: np.ndarray) -> tuple[np.nda
         raise ValueError(f"masks must be bool, got {t.dtype} and {g.dtype}; threshold them first (m > 0)")
     if t.shape[0] == 0:
         raise ValueError("masks have no frames (T = 0); the metrics need at least one")
-    return t, g
-
-
-def _check_frames(truth: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t, g = np.asarray(truth), np.asarray(gen)
-    if t.shape != g.shape or t.ndim != 4 or t.shape[-1] != 3:
-        raise ValueError(f"videos must both be uint8[T, H, W, 3] of one shape, got {t.shape} and {g.shape}")
-    if t.dtype != np.uint8 or g.dtype != np.uint8:
-        raise ValueError(f"videos must be uint8, got {t.dtype} and {g.dtype}")
     return t, g
 
 
@@ -93,7 +85,7 @@ def weighted_spatial_iou(truth_masks: np.ndarray, gen_masks: np.ndarray) -> floa
 def frame_mse(truth: np.ndarray, gen: np.ndarray) -> np.ndarray:
     """MSE per step, ``float64[T]``, of videos ``uint8[T, H, W, 3]`` on the [0, 1] pixel scale
     (divide by 255 first, as Physics-IQ does): 0 for identical frames, 1 for black against white."""
-    t, g = _check_frames(truth, gen)
+    t, g = check_videos(truth, gen)
     diff = (t.astype(np.float64) - g) / DATA_RANGE
     return (diff**2).mean((1, 2, 3))
 
@@ -106,7 +98,7 @@ def mask_metrics(truth_frames: np.ndarray, gen_frames: np.ndarray, palette: Pale
     ``"iou_per_step"`` and ``"mse_per_step"``; and ``"spatial_iou_by_object"``, each object's own
     spatial IoU keyed by its name in ``palette.objects`` (1.0 for an object absent from both).
     """
-    t, g = _check_frames(truth_frames, gen_frames)
+    t, g = check_videos(truth_frames, gen_frames)
     if len(t) == 0:
         raise ValueError("videos have no frames (T = 0); the metrics need at least one")
     tm, gm = object_masks(t, palette), object_masks(g, palette)  # [T, N, H, W]

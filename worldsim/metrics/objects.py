@@ -383,7 +383,7 @@ class CentroidErrors:
 
     def curve_px(self) -> np.ndarray:
         """Mean error over scored objects per step ``[T]`` (NaN at steps with none)."""
-        return _nanmean(self.error_px, axis=1)
+        return nanmean(self.error_px, axis=1)
 
     def summary(self, horizons: Sequence[int] = DEFAULT_HORIZONS) -> dict[str, Any]:
         """Means over objects and the first ``h`` steps for each horizon (and ``"all"`` steps), with
@@ -402,8 +402,8 @@ class CentroidErrors:
                 continue
             sl = slice(None) if h is None else slice(0, h)
             out[key] = {
-                "error_px": _json_float(_nanmean(self.error_px[sl])),
-                "error_m": None if self.error_m is None else _json_float(_nanmean(self.error_m[sl])),
+                "error_px": json_float(nanmean(self.error_px[sl])),
+                "error_m": None if self.error_m is None else json_float(nanmean(self.error_m[sl])),
                 "vanished": int(self.vanished[sl].sum()),
                 "ghost": int(self.ghost[sl].sum()),
                 "matched": int(self.matched[sl].sum()),
@@ -414,14 +414,14 @@ class CentroidErrors:
         """Per-step curves as JSON-ready lists: mean error (px, m), vanish and ghost counts, and the
         error of each object."""
         return {
-            "error_px": [_json_float(x) for x in self.curve_px()],
+            "error_px": [json_float(x) for x in self.curve_px()],
             "error_m": None
             if self.error_m is None
-            else [_json_float(x) for x in _nanmean(self.error_m, axis=1)],
+            else [json_float(x) for x in nanmean(self.error_m, axis=1)],
             "vanished": self.vanished.sum(1).tolist(),
             "ghost": self.ghost.sum(1).tolist(),
             "error_px_by_object": {
-                name: [_json_float(x) for x in self.error_px[:, k]] for k, name in enumerate(self.objects)
+                name: [json_float(x) for x in self.error_px[:, k]] for k, name in enumerate(self.objects)
             },
         }
 
@@ -494,13 +494,15 @@ def centroid_errors(
     )
 
 
-def _nanmean(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+def nanmean(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """Mean over the non-NaN values, NaN where there are none (and no warning)."""
     a = np.asarray(a, dtype=float)
     n = np.sum(~np.isnan(a), axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nansum(a, axis=axis) / np.where(n == 0, np.nan, n)
 
 
-def _json_float(x: float) -> float | None:
+def json_float(x: float) -> float | None:
+    """``x`` as a float for JSON, ``None`` when it is not finite."""
     x = float(x)
     return None if not np.isfinite(x) else x
