@@ -18,7 +18,7 @@ import torch
 from worldsim.data.collect import collect
 from worldsim.model.unet import UNetConfig
 from worldsim.model.world_model import WorldModelConfig
-from worldsim.train.checkpoint import latest_checkpoint, load_checkpoint, load_train_state
+from worldsim.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_train_state
 from worldsim.train.loop import RunConfig, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,12 +129,14 @@ def test_cli_run_killed_mid_training_resumes(tiny_data, tmp_path):
 def test_two_ddp_processes_match_one_process(tiny_data, tmp_path):
     """torchrun with 2 CPU processes (gloo) computes what one process computes with the whole batch."""
     pytest.importorskip("torch.distributed.run")
+    # half of each batch rolled out by the model: rank 1's slice is all rollouts, rank 0's none
     single = tmp_path / "single"
-    train(tiny_run(tiny_data, single, steps=4))
+    train(tiny_run(tiny_data, single, steps=4, rollout_share=0.5, rollout_steps=2))
     script = (
         "import sys; sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r});"
         "from test_train import tiny_run; from worldsim.train.loop import train;"
-        "from pathlib import Path; train(tiny_run(Path({data!r}), Path({out!r}), steps=4))"
+        "from pathlib import Path;"
+        "train(tiny_run(Path({data!r}), Path({out!r}), steps=4, rollout_share=0.5, rollout_steps=2))"
     ).format(repo=str(REPO), tests=str(REPO / "tests"), data=str(tiny_data), out=str(tmp_path / "ddp"))
     (tmp_path / "ddp_main.py").write_text(script)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLDSIM_DDP_BACKEND": "gloo"}
@@ -191,3 +193,58 @@ def test_learning_rate_warms_up_holds_and_cools_down():
     assert rates[90] == pytest.approx(0.5e-3) and rates[99] == pytest.approx(0.05e-3)
     assert all(a >= b for a, b in zip(rates[80:], rates[81:], strict=False))
     assert learning_rate(TrainConfig(lr=1e-3, warmup=10, steps=100), 99) == pytest.approx(1e-3)
+
+
+def test_a_shifted_window_is_the_real_window_that_many_steps_later(tiny_data):
+    """``shift_window`` (the real frames in place of a rollout) lines up with the sampler's own
+    horizon-1 window ending ``steps`` later: context, mask, actions, target, reward, termination."""
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.train.rollouts import shift_window
+
+    data = load_dataset(tiny_data)
+    long = WindowSampler(data, 3, horizon=4).sample(16, np.random.default_rng(0))
+    assert not long.context_mask.all()  # windows that start before the reset frame are covered
+    for steps in range(4):
+        got = shift_window(long, steps)
+        want = WindowSampler(data, 3).gather(long.episode, long.t + steps)
+        for name in ("context", "context_mask", "actions", "targets", "rewards", "terminated", "t"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=f"{name} {steps}")
+
+
+def test_own_rollouts_replace_only_the_chosen_rows_with_the_models_frames(tiny_data, tmp_path):
+    """Rolled-out rows carry the model's frames (not the real ones), each row's frames do not depend
+    on which other rows are rolled out with it (what lets DDP ranks roll out their own slices), and
+    the rows left alone keep the real frames."""
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.model.world_model import WorldModel
+    from worldsim.train.rollouts import shift_window, with_own_rollouts
+
+    final = train(tiny_run(tiny_data, tmp_path / "run", steps=30, lr=2e-3, warmup=5))
+    ckpt = load_checkpoint(final)
+    model = ckpt.load_into(WorldModel(WorldModelConfig.from_dict(ckpt.config))).eval()
+    data = load_dataset(tiny_data)
+    batch = WindowSampler(data, 2, horizon=4, motion_share=1.0).sample(8, np.random.default_rng(1))
+    gen = torch.Generator().manual_seed(0)
+    noise = [model.draw_sampling_noise(8, gen) for _ in range(3)]
+    every = with_own_rollouts(batch, model, 3, np.ones(8, bool), noise)
+    some_rows = np.arange(8) >= 5
+    some = with_own_rollouts(batch, model, 3, some_rows, noise)
+    real = shift_window(batch, 3)
+    np.testing.assert_array_equal(some.context[some_rows], every.context[some_rows])
+    np.testing.assert_array_equal(some.context[~some_rows], real.context[~some_rows])
+    assert (every.context != real.context).any()  # a trained model does not copy MuJoCo bit for bit
+    np.testing.assert_array_equal(every.targets, real.targets)  # targets stay real
+    np.testing.assert_array_equal(every.actions, real.actions)
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture(tiny_data, tmp_path):
+    first = train(tiny_run(tiny_data, tmp_path / "first", steps=5))
+    run = tiny_run(tiny_data, tmp_path / "tuned", steps=0, init=str(first))
+    run.model.cond_dim = 48  # ignored: the checkpoint's architecture is kept
+    tuned = train(run)
+    a, b = load_checkpoint(first), load_checkpoint(tuned)
+    assert b.config["cond_dim"] == a.config["cond_dim"] == 32
+    for key, value in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[key], value, rtol=0, atol=0, msg=key)
+    with pytest.raises(CheckpointError):
+        train(tiny_run(tiny_data, tmp_path / "bad", steps=1, init=str(tmp_path / "missing")))

@@ -92,15 +92,31 @@ DRIVE_DIFFERENCES = {
 """Drive's differences from the truth video kept among a comparison's values (name: driving key)."""
 
 
-def video_laws(
+def read_driving(
     frames_uint8: np.ndarray, spec: Any, cameras: Sequence[CameraParams], dt_s: float
+) -> dict[str, Any] | None:
+    """What Drive's metrics read off a truth video (``driving.video_driving``), made once and handed
+    to every comparison with it and to ``video_laws``; None in the other families."""
+    if family_of(spec).name != "drive":
+        return None
+    return driving.video_driving(frames_uint8, spec, cameras, dt_s)
+
+
+def video_laws(
+    frames_uint8: np.ndarray,
+    spec: Any,
+    cameras: Sequence[CameraParams],
+    dt_s: float,
+    driving_reading: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """The laws read off one video's own trajectories; NaN when a law has no event to be read from
     (no free flight, no bounce). Balls: gravity, restitution, penetration (``balls_laws``); Push: the
     object moving without the pusher; Drive: progress, collisions, leaving the road, lane deviation
-    and comfort as nuPlan bounds it (``worldsim.metrics.driving``)."""
+    and comfort as nuPlan bounds it (``worldsim.metrics.driving``; ``driving_reading``: that video's
+    ``read_driving`` when the caller has it)."""
     if family_of(spec).name == "drive":
-        return drive_laws(driving.video_driving(frames_uint8, spec, cameras, dt_s)["summary"])
+        reading = driving_reading or driving.video_driving(frames_uint8, spec, cameras, dt_s)
+        return drive_laws(reading["summary"])
     return object_laws(lifted_points_m(frames_uint8, spec, cameras)[0], spec, dt_s)
 
 
@@ -168,12 +184,14 @@ def compare_video(
     cameras: Sequence[CameraParams],
     dt_s: float,
     previous_uint8: np.ndarray | None = None,
+    driving_reading: dict[str, Any] | None = None,
 ) -> VideoComparison:
     """Compare ``other_uint8[T, H, W, 3]`` with ``truth_uint8[T, H, W, 3]`` step by step.
 
     ``cameras``: the truth camera of each of the T frames (the Drive camera follows the ego car).
     ``previous_uint8``: the truth frame just before the first one (the last context frame), so the
     first step has a velocity too; both videos share it.
+    ``driving_reading``: ``read_driving`` of the truth video, when the caller has it (Drive).
     """
     truth, other = np.asarray(truth_uint8), np.asarray(other_uint8)
     if truth.shape != other.shape or truth.ndim != 4:
@@ -193,8 +211,7 @@ def compare_video(
         prev_m = lift_centroids(prev, [cameras[0]], planes)
     else:
         prev_m = np.full((1, len(planes), 3), np.nan)
-    truth_m = lift_centroids(tt.centroid_px, list(cameras), planes)
-    other_m = lift_centroids(ot.centroid_px, list(cameras), planes)
+    truth_m, other_m = errors.truth_m, errors.gen_m
     v_truth = np.diff(np.concatenate([prev_m, truth_m]), axis=0) / dt_s
     v_other = np.diff(np.concatenate([prev_m, other_m]), axis=0) / dt_s
     vel_err = np.linalg.norm(v_truth - v_other, axis=-1)  # NaN unless seen at both steps in both
@@ -225,7 +242,7 @@ def compare_video(
         "kept_fraction": float(perm.kept_fraction),
     }
     if family_of(spec).name == "drive":
-        drive = driving.driving_metrics(truth, other, spec, cameras, dt_s)
+        drive = driving.driving_metrics(truth, other, spec, cameras, dt_s, driving_reading)
         diff = drive["difference"]["summary"]
         # errors as magnitudes: a mean over episodes must not let a shortfall cancel an overshoot
         values |= {

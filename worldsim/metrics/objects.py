@@ -376,6 +376,8 @@ class CentroidErrors:
     ghost: np.ndarray
     matched: np.ndarray
     penalty_px: float
+    truth_m: np.ndarray | None = None  # the lifted centres [T, N, 3] (m, NaN when not seen), with cameras
+    gen_m: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -460,17 +462,16 @@ def compare_tracks(
     err = np.full(tv.shape, np.nan)
     err[matched] = np.linalg.norm(truth.centroid_px - gen.centroid_px, axis=-1)[matched]
     err[vanished | ghost] = penalty_px
-    err_m = None
+    err_m = truth_m = gen_m = None
     if cameras is not None:
         if planes is None:
             raise ValueError("errors in metres need one plane per object as well as the cameras")
-        dist = np.linalg.norm(
-            lift_centroids(truth.centroid_px, cameras, planes)
-            - lift_centroids(gen.centroid_px, cameras, planes),
-            axis=-1,
-        )
-        err_m = np.where(matched, dist, np.nan)
-    return CentroidErrors(truth.objects, err, err_m, vanished, ghost, matched, float(penalty_px))
+        truth_m = lift_centroids(truth.centroid_px, cameras, planes)
+        gen_m = lift_centroids(gen.centroid_px, cameras, planes)
+        err_m = np.where(matched, np.linalg.norm(truth_m - gen_m, axis=-1), np.nan)
+    return CentroidErrors(
+        truth.objects, err, err_m, vanished, ghost, matched, float(penalty_px), truth_m, gen_m
+    )
 
 
 def centroid_errors(

@@ -39,6 +39,7 @@ from worldsim.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from worldsim.train.rollouts import concat_batches, with_own_rollouts
 
 
 @dataclass
@@ -62,6 +63,9 @@ class TrainConfig:
         0.05  # share of samples that learn an episode's first frame from its prompt alone
     )
     motion_share: float = 0.0  # share of each batch drawn in proportion to how many pixels move
+    rollout_share: float = 0.0  # share of each batch whose context the model rolled out itself
+    rollout_steps: int = 4  # those rollouts are 1..rollout_steps steps long (drawn per batch)
+    init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept
     log_every: int = 50
     eval_every: int = 1000
     eval_episodes: int = 16
@@ -224,6 +228,10 @@ def train(run: RunConfig) -> Path:
     rank, world = _dist_info()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} DDP ranks")
+    if not 0.0 <= cfg.rollout_share <= 1.0 or (cfg.rollout_share > 0 and cfg.rollout_steps < 1):
+        raise ValueError(
+            f"rollout_share must be in [0, 1] and rollout_steps >= 1, got {cfg.rollout_share}, {cfg.rollout_steps}"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
@@ -234,17 +242,31 @@ def train(run: RunConfig) -> Path:
     # ---- data ------------------------------------------------------------------------------------
     dataset = load_dataset(cfg.data)
     sampler = WindowSampler(dataset, run.model.context, motion_share=cfg.motion_share)
+    n_rolled = round(cfg.rollout_share * cfg.batch_size)
+    # windows long enough to roll out up to rollout_steps and still have a real target after them
+    rollout_sampler = (
+        WindowSampler(
+            dataset, run.model.context, horizon=cfg.rollout_steps + 1, motion_share=cfg.motion_share
+        )
+        if n_rolled
+        else None
+    )
     val = load_dataset(cfg.val_data) if cfg.val_data else None
 
-    # ---- model, or the run to resume ---------------------------------------------------------------
+    # ---- model, or the run to resume, or the checkpoint to start from -------------------------------
     resume = latest_checkpoint(out)
+    init = None if resume is not None or not cfg.init else load_checkpoint(cfg.init, family=dataset.family)
     if resume is not None:
         ckpt = load_checkpoint(resume, family=dataset.family)
         model_cfg = WorldModelConfig.from_dict(ckpt.config)
+    elif init is not None:
+        model_cfg = WorldModelConfig.from_dict(init.config)
     else:
         model_cfg = build_model_config(run.model, dataset, sampler)
     model = WorldModel(model_cfg).to(device)
-    if resume is None:
+    if init is not None:
+        init.load_into(model)
+    elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -302,7 +324,11 @@ def train(run: RunConfig) -> Path:
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
     while step < cfg.steps:
-        batch = sampler.sample(cfg.batch_size, batch_rng)
+        batch = sampler.sample(cfg.batch_size - n_rolled, batch_rng)
+        if rollout_sampler is not None:
+            batch = concat_batches(
+                batch, own_rollouts(ema, rollout_sampler, cfg, rank, world, batch_rng, noise_gen)
+            )
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
@@ -347,6 +373,28 @@ def train(run: RunConfig) -> Path:
     if world > 1:
         dist.barrier()
     return final
+
+
+def own_rollouts(
+    ema: WorldModel,
+    sampler: WindowSampler,
+    cfg: TrainConfig,
+    rank: int,
+    world: int,
+    rng: np.random.Generator,
+    noise_gen: torch.Generator,
+) -> Any:
+    """The rolled-out share of a global batch (its last rows): windows whose context ends with
+    1..``rollout_steps`` frames the EMA model made itself (``train.rollouts``). Each rank rolls out
+    only the rows of its slice; the draws are the global batch's, so ranks agree with one process."""
+    n = round(cfg.rollout_share * cfg.batch_size)
+    steps = int(rng.integers(1, cfg.rollout_steps + 1))
+    windows = sampler.sample(n, rng)
+    noise = [ema.draw_sampling_noise(n, noise_gen) for _ in range(steps)]
+    per_rank = cfg.batch_size // world
+    position = np.arange(cfg.batch_size - n, cfg.batch_size)
+    mine = (position >= rank * per_rank) & (position < (rank + 1) * per_rank)
+    return with_own_rollouts(windows, ema, steps, mine, noise)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

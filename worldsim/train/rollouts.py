@@ -1,0 +1,91 @@
+"""Training on the model's own rollouts: contexts the generator made itself, targets from MuJoCo.
+
+A model trained only on real contexts never sees its own mistakes, so at sampling time a small
+error (a ball a pixel off, a little smear) puts the next input outside what it learned from, the
+next error is larger, and over hundreds of frames objects drift, smear or vanish. Here a share of
+each batch is a window of ``R + 1`` real steps whose first ``R`` frames are replaced by the model's
+own rollout from the real context, with the real actions; the target stays the real frame ``R + 1``.
+The model learns to continue from what it actually produces and to pull it back towards what the
+physics does (the idea of DAgger, and of "self forcing" in video diffusion). The rollout runs the
+EMA weights with their sampling settings, without gradients: what the Dream envs would sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from worldsim.data.loader import WindowBatch
+from worldsim.model.world_model import WorldModel
+
+
+def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
+    """``a`` then ``b``, as one batch (both must have the same context and horizon)."""
+    return WindowBatch(
+        context=np.concatenate([a.context, b.context]),
+        context_mask=np.concatenate([a.context_mask, b.context_mask]),
+        actions=np.concatenate([a.actions, b.actions]),
+        targets=np.concatenate([a.targets, b.targets]),
+        rewards=np.concatenate([a.rewards, b.rewards]),
+        terminated=np.concatenate([a.terminated, b.terminated]),
+        captions=[*a.captions, *b.captions],
+        episode=np.concatenate([a.episode, b.episode]),
+        t=np.concatenate([a.t, b.t]),
+    )
+
+
+def shift_window(batch: WindowBatch, steps: int, frames: np.ndarray | None = None) -> WindowBatch:
+    """The horizon-1 window that ends ``steps`` steps later than ``batch``'s context: its context is
+    the last K frames of ``batch.context`` followed by ``frames`` (``uint8[B, steps, H, W, 3]``; the
+    real ``targets[:, :steps]`` when None), its target is ``targets[:, steps]``."""
+    k, horizon = batch.context.shape[1], batch.targets.shape[1]
+    if not 0 <= steps < horizon:
+        raise ValueError(
+            f"steps must be in [0, {horizon - 1}] for a window of horizon {horizon}, got {steps}"
+        )
+    frames = batch.targets[:, :steps] if frames is None else frames
+    mask = np.concatenate([batch.context_mask, np.ones((len(batch.t), steps), bool)], axis=1)
+    return replace(
+        batch,
+        context=np.concatenate([batch.context, frames], axis=1)[:, -k:],
+        context_mask=mask[:, -k:],
+        actions=batch.actions[:, steps : steps + k],
+        targets=batch.targets[:, steps : steps + 1],
+        rewards=batch.rewards[:, steps : steps + 1],
+        terminated=batch.terminated[:, steps : steps + 1],
+        t=batch.t + steps,
+    )
+
+
+def with_own_rollouts(
+    batch: WindowBatch,
+    model: WorldModel,
+    steps: int,
+    rows: np.ndarray,
+    noise: list[dict[str, torch.Tensor]],
+) -> WindowBatch:
+    """``shift_window(batch, steps)`` with the model's own frames as the new context frames of the
+    rows ``rows`` (bool[B]; other rows keep the real frames: under data parallelism a rank rolls
+    out only its own slice). ``noise`` holds one ``draw_sampling_noise`` of the whole batch per
+    step, so the rollout of a row does not depend on which rows are rolled out with it."""
+    if steps == 0 or not rows.any():
+        return shift_window(batch, steps)
+    device = next(model.parameters()).device
+    idx = np.flatnonzero(rows)
+    context = torch.from_numpy(batch.context[idx]).to(device)
+    mask = torch.from_numpy(batch.context_mask[idx]).to(device)
+    actions = torch.from_numpy(batch.actions[idx]).to(device)
+    k, made = context.shape[1], []
+    with torch.no_grad():
+        prompt = model.encode_prompts([batch.captions[i] for i in idx])
+        for s in range(steps):
+            draw = {key: v[idx].to(device) for key, v in noise[s].items()}
+            nxt = model.predict_next(context, actions[:, s : s + k], prompt, mask, noise=draw)
+            made.append(nxt)
+            context = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
+            mask = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
+    frames = batch.targets[:, :steps].copy()
+    frames[idx] = torch.stack(made, dim=1).cpu().numpy()
+    return shift_window(batch, steps, frames)
