@@ -132,6 +132,37 @@ def test_edm_sampler_recovers_a_point_mass():
         assert torch.allclose(out, c, atol=1e-4)
 
 
+def test_one_step_denoiser_learns_the_mean_under_l2_and_the_median_under_pseudo_huber():
+    """A pixel that is 1 (an object) in 30 % of the data and 0 (background) otherwise: the one-step
+    sample (the denoiser at sigma_max) converges to the blend 0.3 under the squared error, and to
+    the more likely 0 under pseudo-Huber; the ghost that ``frame_loss=pseudo_huber`` removes."""
+    from worldsim.model.edm import denoise, training_loss
+
+    cfg = EDMConfig(sigma_data=0.5, sigma_max_prob=1.0)
+    gen = torch.Generator().manual_seed(0)
+    found = {}
+    for kind in ("l2", "pseudo_huber"):
+        out = torch.zeros(1, 1, 1, 1, requires_grad=True)  # a network that outputs one learned value
+
+        def net(x: torch.Tensor, c_noise: torch.Tensor, out: torch.Tensor = out) -> torch.Tensor:
+            return out.expand_as(x)
+
+        opt = torch.optim.Adam([out], lr=0.02)
+        for _ in range(600):
+            clean = (torch.rand(256, 1, 1, 1, generator=gen) < 0.3).float()
+            loss = training_loss(net, clean, cfg, generator=gen, kind=kind)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        x = torch.randn(4096, 1, 1, 1, generator=gen) * cfg.sigma_max
+        sample_at_max = denoise(net, x, torch.full((4096,), cfg.sigma_max), cfg.sigma_data)
+        found[kind] = float(sample_at_max.mean().detach())
+    assert found["l2"] == pytest.approx(0.3, abs=0.05), found
+    assert abs(found["pseudo_huber"]) < 0.08, found
+    with pytest.raises(ValueError, match="loss must be one of"):
+        training_loss(lambda x, c: x, torch.zeros(1, 1, 1, 1), cfg, kind="l3")
+
+
 def test_model_learns_a_moving_square():
     """A few hundred steps on 8 windows: the loss at the first sampling step's noise level (where a
     deterministic target leaves no irreducible error) falls far below its start, and a one-step

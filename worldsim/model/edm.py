@@ -61,6 +61,9 @@ def draw_training_noise(
     }
 
 
+LOSSES = ("l2", "pseudo_huber")
+
+
 def training_loss(
     net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     clean: torch.Tensor,
@@ -68,6 +71,8 @@ def training_loss(
     weight: torch.Tensor | None = None,
     draws: dict[str, torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
+    kind: str = "l2",
+    huber_c: float = 0.03,
 ) -> torch.Tensor:
     """EDM loss on ``clean[B, C, H, W]``, optionally weighted per pixel by ``weight[B, 1|C, H, W]``.
 
@@ -75,7 +80,15 @@ def training_loss(
     weighting ``lambda(sigma) |D - clean|^2`` and keeps every noise level at unit scale. Each sample's
     weighted mean is taken first, then the mean over samples, so the loss of a batch is the mean of
     the losses of its parts (what data-parallel training averages).
+
+    ``kind="pseudo_huber"`` puts ``sqrt(e^2 + c^2) - c`` in place of ``e^2``: quadratic below ``c``,
+    absolute above. One-step sampling returns the denoiser at ``sigma_max``, which under the squared
+    error is the per-pixel posterior *mean*: where the model is unsure whether an object moved, a
+    blend of both outcomes (a faded object and its ghost). Under the absolute error it is the
+    per-pixel *median*: each pixel takes its most likely value, so no half-faded pixels.
     """
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
     if draws is None:
         draws = draw_training_noise(tuple(clean.shape), generator, clean.device)
     sigma = (cfg.p_mean + cfg.p_std * draws["level"]).exp()
@@ -83,7 +96,8 @@ def training_loss(
     x_noisy = clean + sigma.view(-1, 1, 1, 1) * draws["noise"]
     c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
     target = (clean - c_skip * x_noisy) / c_out
-    err = (net(c_in * x_noisy, c_noise) - target) ** 2
+    err = net(c_in * x_noisy, c_noise) - target
+    err = err**2 if kind == "l2" else (err**2 + huber_c**2).sqrt() - huber_c
     if weight is None:
         return err.mean()
     w = weight.expand_as(err)

@@ -211,11 +211,14 @@ class WorldModel(nn.Module):
         noise: dict[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
         prompt: torch.Tensor | None = None,
+        kind: str = "l2",
+        huber_c: float = 0.03,
     ) -> torch.Tensor:
         """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``; ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
-        embeddings when the caller already has them (encoded here otherwise)."""
+        embeddings when the caller already has them (encoded here otherwise); ``kind`` and
+        ``huber_c`` choose the error (``edm.training_loss``)."""
         cfg = self.cfg
         device = context_uint8.device
         context, target = to_float(context_uint8), to_float(target_uint8)
@@ -230,7 +233,7 @@ class WorldModel(nn.Module):
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
-        return training_loss(net, clean, cfg.edm, weight=weight, draws=draws)
+        return training_loss(net, clean, cfg.edm, weight=weight, draws=draws, kind=kind, huber_c=huber_c)
 
     # -- sampling -------------------------------------------------------------------------------
 

@@ -59,6 +59,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.995  # decay of the weights' exponential moving average (what is sampled from)
     heads_weight: float = 1.0  # weight of the reward/termination losses
+    frame_loss: str = "l2"  # "l2" or "pseudo_huber": the frame model's error (edm.training_loss)
+    huber_c: float = 0.03  # where pseudo-Huber turns from quadratic to absolute
     first_frame_prob: float = (
         0.05  # share of samples that learn an episode's first frame from its prompt alone
     )
@@ -188,7 +190,11 @@ def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
 
 
 def compute_losses(
-    model: WorldModel, b: dict[str, Any], noise: dict[str, torch.Tensor]
+    model: WorldModel,
+    b: dict[str, Any],
+    noise: dict[str, torch.Tensor],
+    kind: str = "l2",
+    huber_c: float = 0.03,
 ) -> dict[str, torch.Tensor]:
     """Frame loss of the generator and the heads' losses on one batch slice."""
     device = next(model.parameters()).device
@@ -201,6 +207,8 @@ def compute_losses(
         b["mask"].to(device),
         noise=noise,
         prompt=prompt,
+        kind=kind,
+        huber_c=huber_c,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -332,7 +340,7 @@ def train(run: RunConfig) -> Path:
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
-        losses = compute_losses(model, _slice(batch, lo, hi), noise)
+        losses = compute_losses(model, _slice(batch, lo, hi), noise, cfg.frame_loss, cfg.huber_c)
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
         total.backward()
