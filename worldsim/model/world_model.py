@@ -213,12 +213,20 @@ class WorldModel(nn.Module):
         prompt: torch.Tensor | None = None,
         kind: str = "l2",
         huber_c: float = 0.03,
+        undo_context_noise: bool = False,
     ) -> torch.Tensor:
         """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``; ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
-        ``huber_c`` choose the error (``edm.training_loss``)."""
+        ``huber_c`` choose the error (``edm.training_loss``).
+
+        ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
+        frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
+        learns that what is not clean in its context is not its business, and at sampling it carries
+        its own residue (faint ghosts where objects were) forward for ever; taken from the noisy one,
+        it learns to put a frame back to the clean scene. Sampling is the same either way: changes
+        below ``min_change_levels`` are dropped, so the sampling context noise is not undone."""
         cfg = self.cfg
         device = context_uint8.device
         context, target = to_float(context_uint8), to_float(target_uint8)
@@ -229,7 +237,8 @@ class WorldModel(nn.Module):
         weight = 1.0 + cfg.motion_weight * motion_mask(last, prev, target)
         ctx_sigma = noise["context_level"] * cfg.context_noise_max * noise["context_use"].float()
         noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * noise["context_noise"]
-        clean = target - last if cfg.target == "delta" else target
+        ref = noisy_ctx[:, -1] if undo_context_noise else last
+        clean = target - ref if cfg.target == "delta" else target
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}

@@ -61,6 +61,7 @@ class TrainConfig:
     heads_weight: float = 1.0  # weight of the reward/termination losses
     frame_loss: str = "l2"  # "l2" or "pseudo_huber": the frame model's error (edm.training_loss)
     huber_c: float = 0.03  # where pseudo-Huber turns from quadratic to absolute
+    undo_context_noise: bool = False  # learn the change from the noisy last context frame (WorldModel.loss)
     first_frame_prob: float = (
         0.05  # share of samples that learn an episode's first frame from its prompt alone
     )
@@ -193,10 +194,10 @@ def compute_losses(
     model: WorldModel,
     b: dict[str, Any],
     noise: dict[str, torch.Tensor],
-    kind: str = "l2",
-    huber_c: float = 0.03,
+    **frame_loss: Any,
 ) -> dict[str, torch.Tensor]:
-    """Frame loss of the generator and the heads' losses on one batch slice."""
+    """Frame loss of the generator and the heads' losses on one batch slice; ``frame_loss``:
+    keyword settings of ``WorldModel.loss`` (``kind``, ``huber_c``, ``undo_context_noise``)."""
     device = next(model.parameters()).device
     prompt = model.encode_prompts(b["captions"])  # once: the frame loss trains it, the heads read it
     frame = model.loss(
@@ -207,8 +208,7 @@ def compute_losses(
         b["mask"].to(device),
         noise=noise,
         prompt=prompt,
-        kind=kind,
-        huber_c=huber_c,
+        **frame_loss,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -328,6 +328,11 @@ def train(run: RunConfig) -> Path:
 
     # ---- the loop -----------------------------------------------------------------------------------
     empty_frame = model.empty_frame.cpu().numpy()
+    frame_loss = {
+        "kind": cfg.frame_loss,
+        "huber_c": cfg.huber_c,
+        "undo_context_noise": cfg.undo_context_noise,
+    }
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
@@ -340,7 +345,7 @@ def train(run: RunConfig) -> Path:
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
-        losses = compute_losses(model, _slice(batch, lo, hi), noise, cfg.frame_loss, cfg.huber_c)
+        losses = compute_losses(model, _slice(batch, lo, hi), noise, **frame_loss)
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
         total.backward()
