@@ -73,12 +73,14 @@ def test_loss_falls_on_a_small_dataset(tiny_data, tmp_path):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
-def test_resume_after_a_stop_is_exact(tiny_data, tmp_path):
-    """6 steps in one go equal 3 steps, a stop, and 3 more resumed from the checkpoint."""
-    train(tiny_run(tiny_data, tmp_path / "once", steps=6))
-    train(tiny_run(tiny_data, tmp_path / "twice", steps=3))
+@pytest.mark.parametrize("rollouts", [{}, {"rollout_share": 0.5, "rollout_steps": 3}])
+def test_resume_after_a_stop_is_exact(tiny_data, tmp_path, rollouts):
+    """6 steps in one go equal 3 steps, a stop, and 3 more resumed from the checkpoint (also when
+    part of each batch is rolled out by the model: its draws resume too)."""
+    train(tiny_run(tiny_data, tmp_path / "once", steps=6, **rollouts))
+    train(tiny_run(tiny_data, tmp_path / "twice", steps=3, **rollouts))
     shutil.rmtree(tmp_path / "twice" / "final")  # only the step checkpoint survives a kill
-    train(tiny_run(tiny_data, tmp_path / "twice", steps=6))
+    train(tiny_run(tiny_data, tmp_path / "twice", steps=6, **rollouts))
     a, b = _weights(tmp_path / "once"), _weights(tmp_path / "twice")
     assert a.keys() == b.keys()
     for key in a:
@@ -129,14 +131,14 @@ def test_cli_run_killed_mid_training_resumes(tiny_data, tmp_path):
 def test_two_ddp_processes_match_one_process(tiny_data, tmp_path):
     """torchrun with 2 CPU processes (gloo) computes what one process computes with the whole batch."""
     pytest.importorskip("torch.distributed.run")
-    # half of each batch rolled out by the model: rank 1's slice is all rollouts, rank 0's none
+    # 6 of 8 rows rolled out by the model: rank 1's slice is all rollouts, rank 0's half
     single = tmp_path / "single"
-    train(tiny_run(tiny_data, single, steps=4, rollout_share=0.5, rollout_steps=2))
+    train(tiny_run(tiny_data, single, steps=4, rollout_share=0.75, rollout_steps=2))
     script = (
         "import sys; sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r});"
         "from test_train import tiny_run; from worldsim.train.loop import train;"
         "from pathlib import Path;"
-        "train(tiny_run(Path({data!r}), Path({out!r}), steps=4, rollout_share=0.5, rollout_steps=2))"
+        "train(tiny_run(Path({data!r}), Path({out!r}), steps=4, rollout_share=0.75, rollout_steps=2))"
     ).format(repo=str(REPO), tests=str(REPO / "tests"), data=str(tiny_data), out=str(tmp_path / "ddp"))
     (tmp_path / "ddp_main.py").write_text(script)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLDSIM_DDP_BACKEND": "gloo"}
@@ -240,7 +242,7 @@ def test_own_rollouts_replace_only_the_chosen_rows_with_the_models_frames(tiny_d
 def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture(tiny_data, tmp_path):
     first = train(tiny_run(tiny_data, tmp_path / "first", steps=5))
     run = tiny_run(tiny_data, tmp_path / "tuned", steps=0, init=str(first))
-    run.model.cond_dim = 48  # ignored: the checkpoint's architecture is kept
+    run.model.cond_dim, run.model.context = 48, 3  # ignored: the checkpoint's architecture is kept
     tuned = train(run)
     a, b = load_checkpoint(first), load_checkpoint(tuned)
     assert b.config["cond_dim"] == a.config["cond_dim"] == 32
@@ -248,3 +250,50 @@ def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture
         torch.testing.assert_close(b.state_dict[key], value, rtol=0, atol=0, msg=key)
     with pytest.raises(CheckpointError):
         train(tiny_run(tiny_data, tmp_path / "bad", steps=1, init=str(tmp_path / "missing")))
+    # a run directory that holds another run is not silently resumed as this fine-tuning
+    with pytest.raises(ValueError, match="needs a train.out of its own"):
+        train(tiny_run(tiny_data, tmp_path / "first", steps=10, init=str(tuned)))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"frame_loss": "l3"}, {"huber_c": 0.0}, {"rollout_share": 1.5}, {"rollout_share": 0.01}],
+)
+def test_settings_that_would_fail_late_or_do_nothing_are_refused(tiny_data, tmp_path, bad):
+    with pytest.raises(ValueError, match="train\\."):
+        train(tiny_run(tiny_data, tmp_path / "run", steps=1, **bad))
+
+
+def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(tiny_data):
+    """A stand-in model that records its inputs: rollout step s gets actions[s : s+K] (the ones
+    between its context frames, then the one to take) and a context ending with the frames it
+    made at the steps before."""
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.train.rollouts import with_own_rollouts
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def encode_prompts(self, captions: list[str]) -> torch.Tensor:
+            return torch.zeros(len(captions), 1)
+
+        def predict_next(self, context, actions, prompt, mask, noise):
+            self.calls.append((context.clone(), actions.clone()))
+            return 255 - context[:, -1]  # a frame no real step makes
+
+    batch = WindowSampler(load_dataset(tiny_data), 2, horizon=4).sample(6, np.random.default_rng(2))
+    rows = np.arange(6) % 2 == 0
+    noise = [{"context": torch.zeros(6, 1), "sample": torch.zeros(6, 1)} for _ in range(3)]
+    model = Recorder()
+    out = with_own_rollouts(batch, model, 3, rows, noise)
+    made = []
+    for s, (context, actions) in enumerate(model.calls):
+        np.testing.assert_array_equal(actions.numpy(), batch.actions[rows, s : s + 2])
+        want = np.concatenate([batch.context[rows], *made], axis=1)[:, -2:]
+        np.testing.assert_array_equal(context.numpy(), want)
+        made.append(255 - context[:, -1:].numpy())
+    assert len(model.calls) == 3
+    np.testing.assert_array_equal(out.context[rows], np.concatenate(made, axis=1)[:, -2:])

@@ -115,7 +115,9 @@ def video_laws(
     and comfort as nuPlan bounds it (``worldsim.metrics.driving``; ``driving_reading``: that video's
     ``read_driving`` when the caller has it)."""
     if family_of(spec).name == "drive":
-        reading = driving_reading or driving.video_driving(frames_uint8, spec, cameras, dt_s)
+        reading = driving_reading
+        if reading is None:
+            reading = driving.video_driving(frames_uint8, spec, cameras, dt_s)
         return drive_laws(reading["summary"])
     return object_laws(lifted_points_m(frames_uint8, spec, cameras)[0], spec, dt_s)
 

@@ -283,7 +283,7 @@ def driving_metrics(
     spec: Any,
     cameras: Sequence[CameraParams],
     dt_s: float,
-    truth_driving: dict[str, Any] | None = None,
+    driving_reading: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Driving metrics of ``other_frames[T, H, W, 3]`` and their differences from those of
     ``truth_frames`` (MuJoCo's video of the same start and actions), JSON-ready (NaN as ``None``):
@@ -295,7 +295,7 @@ def driving_metrics(
       |lane-deviation| and |speed| errors; shares of steps whose collision / off-road flags agree).
 
     ``cameras``: the truth camera of each frame (what is read from them: ``track_drive``).
-    ``truth_driving``: ``video_driving`` of the truth video when the caller has it already (one
+    ``driving_reading``: ``video_driving`` of the truth video when the caller has it already (one
     truth video is compared with several others).
     """
     t, o = np.asarray(truth_frames), np.asarray(other_frames)
@@ -303,7 +303,7 @@ def driving_metrics(
         raise ValueError(f"videos must both be uint8[T, H, W, 3] of one shape, got {t.shape} and {o.shape}")
     if len(cameras) != len(t):
         raise ValueError(f"got {len(cameras)} cameras for {len(t)} frames; pass one per frame")
-    vt = video_driving(t, spec, cameras, dt_s) if truth_driving is None else truth_driving
+    vt = video_driving(t, spec, cameras, dt_s) if driving_reading is None else driving_reading
     vo = video_driving(o, spec, cameras, dt_s)
     ct, co, st = vt["curves"], vo["curves"], vt["summary"]
     curves = {k: co[k] - ct[k] for k in ("progress_m", "ego_y_m", "lane_deviation_m", "speed_mps")}

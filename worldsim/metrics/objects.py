@@ -376,8 +376,10 @@ class CentroidErrors:
     ghost: np.ndarray
     matched: np.ndarray
     penalty_px: float
-    truth_m: np.ndarray | None = None  # the lifted centres [T, N, 3] (m, NaN when not seen), with cameras
-    gen_m: np.ndarray | None = None
+    truth_m: np.ndarray | None = (
+        None  # the truth's centres lifted [T, N, 3] (m, NaN when not seen), with cameras
+    )
+    gen_m: np.ndarray | None = None  # the generated video's, lifted the same way
 
     @property
     def steps(self) -> int:

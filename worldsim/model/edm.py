@@ -85,7 +85,9 @@ def training_loss(
     absolute above. One-step sampling returns the denoiser at ``sigma_max``, which under the squared
     error is the per-pixel posterior *mean*: where the model is unsure whether an object moved, a
     blend of both outcomes (a faded object and its ghost). Under the absolute error it is the
-    per-pixel *median*: each pixel takes its most likely value, so no half-faded pixels.
+    per-pixel *median*: where a pixel is either the object's colour or the background's, the more
+    likely of the two, so no half-faded pixels. ``huber_c`` is in the network's output scale (unit
+    variance at every level), not in grey levels.
     """
     if kind not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from worldsim.data.loader import Dataset, WindowSampler, load_dataset
+from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset
+from worldsim.model.edm import LOSSES
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
 from worldsim.train.checkpoint import (
@@ -60,7 +61,7 @@ class TrainConfig:
     ema: float = 0.995  # decay of the weights' exponential moving average (what is sampled from)
     heads_weight: float = 1.0  # weight of the reward/termination losses
     frame_loss: str = "l2"  # "l2" or "pseudo_huber": the frame model's error (edm.training_loss)
-    huber_c: float = 0.03  # where pseudo-Huber turns from quadratic to absolute
+    huber_c: float = 0.03  # pseudo-Huber's bend, in the network's unit-variance output scale (edm)
     undo_context_noise: bool = False  # learn the change from the noisy last context frame (WorldModel.loss)
     first_frame_prob: float = (
         0.05  # share of samples that learn an episode's first frame from its prompt alone
@@ -194,10 +195,12 @@ def compute_losses(
     model: WorldModel,
     b: dict[str, Any],
     noise: dict[str, torch.Tensor],
-    **frame_loss: Any,
+    kind: str = "l2",
+    huber_c: float = 0.03,
+    undo_context_noise: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Frame loss of the generator and the heads' losses on one batch slice; ``frame_loss``:
-    keyword settings of ``WorldModel.loss`` (``kind``, ``huber_c``, ``undo_context_noise``)."""
+    """Frame loss of the generator and the heads' losses on one batch slice; ``kind``, ``huber_c``
+    and ``undo_context_noise`` as ``WorldModel.loss`` takes them."""
     device = next(model.parameters()).device
     prompt = model.encode_prompts(b["captions"])  # once: the frame loss trains it, the heads read it
     frame = model.loss(
@@ -208,7 +211,9 @@ def compute_losses(
         b["mask"].to(device),
         noise=noise,
         prompt=prompt,
-        **frame_loss,
+        kind=kind,
+        huber_c=huber_c,
+        undo_context_noise=undo_context_noise,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -236,10 +241,7 @@ def train(run: RunConfig) -> Path:
     rank, world = _dist_info()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} DDP ranks")
-    if not 0.0 <= cfg.rollout_share <= 1.0 or (cfg.rollout_share > 0 and cfg.rollout_steps < 1):
-        raise ValueError(
-            f"rollout_share must be in [0, 1] and rollout_steps >= 1, got {cfg.rollout_share}, {cfg.rollout_steps}"
-        )
+    check_settings(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
@@ -247,30 +249,40 @@ def train(run: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
 
-    # ---- data ------------------------------------------------------------------------------------
+    # ---- the run to resume, or the checkpoint to start from, decides the architecture ---------------
     dataset = load_dataset(cfg.data)
-    sampler = WindowSampler(dataset, run.model.context, motion_share=cfg.motion_share)
-    n_rolled = round(cfg.rollout_share * cfg.batch_size)
-    # windows long enough to roll out up to rollout_steps and still have a real target after them
-    rollout_sampler = (
-        WindowSampler(
-            dataset, run.model.context, horizon=cfg.rollout_steps + 1, motion_share=cfg.motion_share
-        )
-        if n_rolled
-        else None
-    )
     val = load_dataset(cfg.val_data) if cfg.val_data else None
-
-    # ---- model, or the run to resume, or the checkpoint to start from -------------------------------
     resume = latest_checkpoint(out)
     init = None if resume is not None or not cfg.init else load_checkpoint(cfg.init, family=dataset.family)
+    model_cfg = None
     if resume is not None:
         ckpt = load_checkpoint(resume, family=dataset.family)
+        started_from = ckpt.metadata.get("train", {}).get("init")
+        if cfg.init and cfg.init != started_from:
+            raise ValueError(
+                f"{out} holds a run started from {started_from or 'scratch'}, not from train.init={cfg.init}; "
+                "a fine-tuning run needs a train.out of its own"
+            )
         model_cfg = WorldModelConfig.from_dict(ckpt.config)
     elif init is not None:
         model_cfg = WorldModelConfig.from_dict(init.config)
-    else:
+    context = model_cfg.context if model_cfg is not None else run.model.context
+
+    # ---- data ------------------------------------------------------------------------------------
+    sampler = WindowSampler(dataset, context, motion_share=cfg.motion_share)
+    # per rollout length h, windows with a real frame after the h generated ones
+    rollout_samplers = {
+        h: WindowSampler(dataset, context, horizon=h + 1, motion_share=cfg.motion_share)
+        for h in range(1, cfg.rollout_steps + 1)
+        if cfg.rollout_share > 0
+    }
+    if model_cfg is None:
         model_cfg = build_model_config(run.model, dataset, sampler)
+    if (model_cfg.height, model_cfg.width) != dataset.frame_shape[:2]:
+        raise ValueError(
+            f"the generator makes {model_cfg.height}x{model_cfg.width} frames, the dataset {cfg.data} "
+            f"holds {dataset.frame_shape[0]}x{dataset.frame_shape[1]}"
+        )
     model = WorldModel(model_cfg).to(device)
     if init is not None:
         init.load_into(model)
@@ -328,24 +340,22 @@ def train(run: RunConfig) -> Path:
 
     # ---- the loop -----------------------------------------------------------------------------------
     empty_frame = model.empty_frame.cpu().numpy()
-    frame_loss = {
-        "kind": cfg.frame_loss,
-        "huber_c": cfg.huber_c,
-        "undo_context_noise": cfg.undo_context_noise,
-    }
+    n_rolled = rolled_rows(cfg)
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
     while step < cfg.steps:
         batch = sampler.sample(cfg.batch_size - n_rolled, batch_rng)
-        if rollout_sampler is not None:
+        if n_rolled:
             batch = concat_batches(
-                batch, own_rollouts(ema, rollout_sampler, cfg, rank, world, batch_rng, noise_gen)
+                batch, own_rollouts(ema, rollout_samplers, cfg, rank, world, batch_rng, noise_gen)
             )
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
-        losses = compute_losses(model, _slice(batch, lo, hi), noise, **frame_loss)
+        losses = compute_losses(
+            model, _slice(batch, lo, hi), noise, cfg.frame_loss, cfg.huber_c, cfg.undo_context_noise
+        )
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -388,21 +398,46 @@ def train(run: RunConfig) -> Path:
     return final
 
 
+def check_settings(cfg: TrainConfig) -> None:
+    """Refuse settings that would fail late (at the first step) or silently do nothing."""
+    if cfg.frame_loss not in LOSSES:
+        raise ValueError(f"train.frame_loss must be one of {LOSSES}, got {cfg.frame_loss!r}")
+    if cfg.huber_c <= 0:
+        raise ValueError(
+            f"train.huber_c must be > 0 (the loss has no gradient at 0 otherwise), got {cfg.huber_c}"
+        )
+    if not 0.0 <= cfg.rollout_share <= 1.0:
+        raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
+    if cfg.rollout_share > 0 and (cfg.rollout_steps < 1 or rolled_rows(cfg) == 0):
+        raise ValueError(
+            f"train.rollout_share={cfg.rollout_share} with rollout_steps={cfg.rollout_steps} rolls out "
+            f"{rolled_rows(cfg)} of {cfg.batch_size} rows: rollout_steps must be >= 1 and the share at "
+            f"least one row"
+        )
+
+
+def rolled_rows(cfg: TrainConfig) -> int:
+    """How many rows of each global batch continue from the model's own rollout."""
+    return round(cfg.rollout_share * cfg.batch_size)
+
+
 def own_rollouts(
     ema: WorldModel,
-    sampler: WindowSampler,
+    samplers: dict[int, WindowSampler],
     cfg: TrainConfig,
     rank: int,
     world: int,
     rng: np.random.Generator,
     noise_gen: torch.Generator,
-) -> Any:
+) -> WindowBatch:
     """The rolled-out share of a global batch (its last rows): windows whose context ends with
-    1..``rollout_steps`` frames the EMA model made itself (``train.rollouts``). Each rank rolls out
-    only the rows of its slice; the draws are the global batch's, so ranks agree with one process."""
-    n = round(cfg.rollout_share * cfg.batch_size)
+    1..``rollout_steps`` frames the EMA model made itself (``train.rollouts``), drawn from
+    ``samplers[steps]`` so every transition can be the real target. Each rank rolls out only the rows
+    of its slice (so the last ranks carry the rollouts); the draws are the global batch's, so ranks
+    agree with one process."""
+    n = rolled_rows(cfg)
     steps = int(rng.integers(1, cfg.rollout_steps + 1))
-    windows = sampler.sample(n, rng)
+    windows = samplers[steps].sample(n, rng)
     noise = [ema.draw_sampling_noise(n, noise_gen) for _ in range(steps)]
     per_rank = cfg.batch_size // world
     position = np.arange(cfg.batch_size - n, cfg.batch_size)

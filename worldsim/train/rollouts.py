@@ -8,6 +8,8 @@ own rollout from the real context, with the real actions; the target stays the r
 The model learns to continue from what it actually produces and to pull it back towards what the
 physics does (the idea of DAgger, and of "self forcing" in video diffusion). The rollout runs the
 EMA weights with their sampling settings, without gradients: what the Dream envs would sample.
+The reward and termination heads learn from these rows too: from a made last frame to MuJoCo's
+transition, which is what they score inside a Dream env.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
 
 def shift_window(batch: WindowBatch, steps: int, frames: np.ndarray | None = None) -> WindowBatch:
     """The horizon-1 window that ends ``steps`` steps later than ``batch``'s context: its context is
-    the last K frames of ``batch.context`` followed by ``frames`` (``uint8[B, steps, H, W, 3]``; the
+    the last K frames of (``batch.context`` followed by ``frames``, ``uint8[B, steps, H, W, 3]``; the
     real ``targets[:, :steps]`` when None), its target is ``targets[:, steps]``."""
     k, horizon = batch.context.shape[1], batch.targets.shape[1]
     if not 0 <= steps < horizon:
