@@ -268,19 +268,25 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
     """A stand-in model that records its inputs: rollout step s gets actions[s : s+K] (the ones
     between its context frames, then the one to take) and a context ending with the frames it
     made at the steps before."""
+    from types import SimpleNamespace
+
     from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.model.world_model import WorldModel
     from worldsim.train.rollouts import with_own_rollouts
 
     class Recorder(torch.nn.Module):
+        rollout = WorldModel.rollout  # the real autoregressive loop around a recording step
+
         def __init__(self) -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
+            self.cfg = SimpleNamespace(context=2)
             self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def encode_prompts(self, captions: list[str]) -> torch.Tensor:
             return torch.zeros(len(captions), 1)
 
-        def predict_next(self, context, actions, prompt, mask, noise):
+        def predict_next(self, context, actions, prompt, mask, steps=None, generator=None, noise=None):
             self.calls.append((context.clone(), actions.clone()))
             return 255 - context[:, -1]  # a frame no real step makes
 

@@ -376,10 +376,9 @@ class CentroidErrors:
     ghost: np.ndarray
     matched: np.ndarray
     penalty_px: float
-    truth_m: np.ndarray | None = (
-        None  # the truth's centres lifted [T, N, 3] (m, NaN when not seen), with cameras
-    )
-    gen_m: np.ndarray | None = None  # the generated video's, lifted the same way
+    # the centres lifted [T, N, 3] (m, NaN when not seen), when cameras were given
+    truth_m: np.ndarray | None = None
+    gen_m: np.ndarray | None = None
 
     @property
     def steps(self) -> int:

@@ -323,12 +323,14 @@ class WorldModel(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         context_mask: torch.Tensor | None = None,
+        noise: list[dict[str, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
         ``past_actions[B,K-1,A]`` are the actions between the context frames; ``context_mask[B,K]``
-        marks padded context frames (False) as at the start of an episode. Returns the ``T``
-        generated frames ``uint8[B,T,H,W,3]``.
+        marks padded context frames (False) as at the start of an episode; ``noise``, when the caller
+        draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from). Returns the
+        ``T`` generated frames ``uint8[B,T,H,W,3]``.
         """
         device = next(self.parameters()).device
         prompt = self.encode_prompts(captions)
@@ -342,7 +344,10 @@ class WorldModel(nn.Module):
         acts = torch.cat([past_actions.to(device).float(), future_actions.to(device).float()], dim=1)
         frames = []
         for t in range(future_actions.shape[1]):
-            nxt = self.predict_next(ctx, acts[:, t : t + k], prompt, mask, steps=steps, generator=generator)
+            draw = None if noise is None else noise[t]
+            nxt = self.predict_next(
+                ctx, acts[:, t : t + k], prompt, mask, steps=steps, generator=generator, noise=draw
+            )
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             mask = torch.cat([mask[:, 1:], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)

@@ -74,20 +74,17 @@ def with_own_rollouts(
     step, so the rollout of a row does not depend on which rows are rolled out with it."""
     if steps == 0 or not rows.any():
         return shift_window(batch, steps)
-    device = next(model.parameters()).device
-    idx = np.flatnonzero(rows)
-    context = torch.from_numpy(batch.context[idx]).to(device)
-    mask = torch.from_numpy(batch.context_mask[idx]).to(device)
-    actions = torch.from_numpy(batch.actions[idx]).to(device)
-    k, made = context.shape[1], []
+    idx, k = np.flatnonzero(rows), batch.context.shape[1]
+    actions = torch.from_numpy(batch.actions[idx])
     with torch.no_grad():
-        prompt = model.encode_prompts([batch.captions[i] for i in idx])
-        for s in range(steps):
-            draw = {key: v[idx].to(device) for key, v in noise[s].items()}
-            nxt = model.predict_next(context, actions[:, s : s + k], prompt, mask, noise=draw)
-            made.append(nxt)
-            context = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
-            mask = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
+        made = model.rollout(
+            torch.from_numpy(batch.context[idx]),
+            actions[:, : k - 1],
+            actions[:, k - 1 : k - 1 + steps],
+            [batch.captions[i] for i in idx],
+            context_mask=torch.from_numpy(batch.context_mask[idx]),
+            noise=[{key: v[idx] for key, v in draw.items()} for draw in noise[:steps]],
+        )
     frames = batch.targets[:, :steps].copy()
-    frames[idx] = torch.stack(made, dim=1).cpu().numpy()
+    frames[idx] = made.cpu().numpy()
     return shift_window(batch, steps, frames)
