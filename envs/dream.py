@@ -196,7 +196,9 @@ class DreamVectorEnv(VectorEnv):
             empty, mask = self.model.empty_context(len(worlds))
             noise = self._noise(worlds)
             acts = torch.zeros(len(worlds), k, self.model.cfg.action_dim, device=self.device)
-            first = self.model.predict_next(empty, acts, prompts, mask, **self._sampling(), noise=noise)
+            first = self.model.predict_next(
+                empty, acts, prompts, mask, **self._sampling(), noise=noise, frame_index=0
+            )
         first = first.to(self.device)
         self._frames[idx] = first[:, None].expand(-1, k, *first.shape[1:])
         self._mask[idx] = False
@@ -237,7 +239,13 @@ class DreamVectorEnv(VectorEnv):
             acts = torch.cat([self._actions[idx, 1:], a[live, None].to(self.device)], dim=1)
             ctx, mask, prompt = self._frames[idx], self._mask[idx], self._prompts[idx]
             nxt = self.model.predict_next(
-                ctx, acts, prompt, mask, **self._sampling(), noise=self._noise(live)
+                ctx,
+                acts,
+                prompt,
+                mask,
+                **self._sampling(),
+                noise=self._noise(live),
+                frame_index=torch.from_numpy(self._steps[live] + 1),
             )
             reward, logit = self.model.heads(to_float(ctx[:, -1]), acts[:, -1], to_float(nxt), prompt)
             rewards[live] = reward.cpu().numpy()

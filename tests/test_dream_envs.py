@@ -174,6 +174,27 @@ def test_generated_context_starts_from_the_prompt(balls_model):
     assert np.isfinite(obs2).all()
 
 
+def test_a_generator_with_a_clock_is_told_each_world_s_frame_index(balls_model, monkeypatch):
+    """Frame 0 is the reset frame (made from the prompt with a generated context); each step makes
+    the next; a world that restarts counts from 0 again."""
+    model = WorldModel(WorldModelConfig.from_dict({**balls_model.cfg.to_dict(), "clock_frames": 10}))
+    model.load_state_dict(balls_model.state_dict(), strict=False)
+    told = []
+    real = model.predict_next
+
+    def spy(*args, frame_index=None, **kwargs):
+        told.append(torch.as_tensor(frame_index).tolist())
+        return real(*args, frame_index=frame_index, **kwargs)
+
+    monkeypatch.setattr(model, "predict_next", spy)
+    vec = DreamVectorEnv("balls", num_envs=2, model=model.eval(), horizon=2, context="generated")
+    vec.reset(seed=0)
+    for _ in range(3):
+        vec.step(np.zeros((2, 2), np.float32))
+    assert told == [0, [1, 1], [2, 2], 0]  # both reached the horizon at step 2 and restart at step 3
+    vec.close()
+
+
 def test_ppo_runs_in_a_dream_env(balls_model):
     from stable_baselines3 import PPO
 

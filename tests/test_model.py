@@ -13,7 +13,7 @@ from worldsim.model.edm import EDMConfig, sample, sigma_schedule
 from worldsim.model.prompt import NUM, UNK, PromptTokenizer
 from worldsim.model.unet import UNetConfig
 from worldsim.model.world_model import bfloat16_is_fast
-from worldsim.train.checkpoint import load_checkpoint, save_checkpoint
+from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 CAPTIONS = [
     "balls: red agent ball, radius 0.15 m, x -0.50 m; goal, x 0.60 m",
@@ -269,3 +269,58 @@ def test_undoing_context_noise_teaches_the_model_to_clean_a_ghost():
         left[undo] = float((pred[patch].float() - test_target[patch].float()).abs().mean())
     assert left[False] > 38, left  # the ghost stays
     assert left[True] < 33, left  # the ghost fades
+
+
+def test_a_clock_times_what_the_frames_cannot_show():
+    """Identical still contexts; a square appears in the next frame from frame 5 on. Only a model told
+    the frame's index can know when: without it the best one-step answer is the mean, a faint square
+    that the change threshold drops, right for half the frames at most."""
+    ctx = torch.full((8, 2, 32, 32, 3), 128, dtype=torch.uint8)
+    acts = torch.zeros(8, 2, 2)
+    index = torch.arange(1, 9)  # 1..8
+    target = ctx[:, -1].clone()
+    target[index >= 5, 10:18, 10:18] = torch.tensor([230, 25, 25], dtype=torch.uint8)
+    captions, mask = [CAPTIONS[0]] * 8, torch.ones(8, 2, dtype=torch.bool)
+    errors = {}
+    for clock in (0, 10):
+        torch.manual_seed(0)
+        cfg = tiny_config(sampling_steps=1, sampling_context_noise=0.0, clock_frames=clock)
+        cfg.edm.sigma_data = float((to_float(target) - to_float(ctx[:, -1])).std())
+        model = WorldModel(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(300):
+            loss = model.loss(ctx, acts, target, captions, mask, generator=gen, frame_index=index)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        prompt = model.eval().encode_prompts(captions)
+        pred = model.predict_next(
+            ctx, acts, prompt, generator=torch.Generator().manual_seed(0), frame_index=index
+        )
+        errors[clock] = float((pred.float() - target.float()).abs().mean())
+    assert errors[10] < 0.3 * errors[0], errors
+
+
+def test_a_clock_needs_the_frame_index_and_fine_tuning_may_add_one(tmp_path):
+    from worldsim.train.loop import load_init
+
+    ctx, acts, _ = moving_square_batch()
+    with pytest.raises(ValueError, match="frame_index"):
+        clocked = WorldModel(tiny_config(clock_frames=50)).eval()
+        clocked.predict_next(ctx, acts, clocked.encode_prompts([CAPTIONS[0]] * 4))
+    plain = WorldModel(tiny_config()).eval()
+    path = save_checkpoint(tmp_path / "ckpt", plain, plain.cfg.to_dict(), family="balls", frame_size=(32, 32))
+    clocked = WorldModel(tiny_config(clock_frames=50)).eval()
+    load_init(load_checkpoint(path), clocked)
+    prompt = plain.encode_prompts([CAPTIONS[0]] * 4)
+    want = plain.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1))
+    for index in (0, 7, 400):  # the clock starts at zero: the checkpoint's function at any time
+        got = clocked.predict_next(
+            ctx, acts, prompt, generator=torch.Generator().manual_seed(1), frame_index=index
+        )
+        assert torch.equal(got, want)
+    narrower = tiny_config(clock_frames=50)
+    narrower.unet.channels = [16, 16]  # another architecture is still refused
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_init(load_checkpoint(path), WorldModel(narrower))

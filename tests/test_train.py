@@ -276,18 +276,23 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
 
     class Recorder(torch.nn.Module):
         rollout = WorldModel.rollout  # the real autoregressive loop around a recording step
+        _frame_index = WorldModel._frame_index
 
         def __init__(self) -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
-            self.cfg = SimpleNamespace(context=2)
+            self.cfg = SimpleNamespace(context=2, clock_frames=300)
             self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+            self.indices: list[torch.Tensor] = []
 
         def encode_prompts(self, captions: list[str]) -> torch.Tensor:
             return torch.zeros(len(captions), 1)
 
-        def predict_next(self, context, actions, prompt, mask, steps=None, generator=None, noise=None):
+        def predict_next(
+            self, context, actions, prompt, mask, steps=None, generator=None, noise=None, frame_index=None
+        ):
             self.calls.append((context.clone(), actions.clone()))
+            self.indices.append(frame_index.clone())
             return 255 - context[:, -1]  # a frame no real step makes
 
     batch = WindowSampler(load_dataset(tiny_data), 2, horizon=4).sample(6, np.random.default_rng(2))
@@ -298,6 +303,7 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
     made = []
     for s, (context, actions) in enumerate(model.calls):
         np.testing.assert_array_equal(actions.numpy(), batch.actions[rows, s : s + 2])
+        np.testing.assert_array_equal(model.indices[s].numpy(), batch.t[rows] + 1 + s)  # the frame made
         want = np.concatenate([batch.context[rows], *made], axis=1)[:, -2:]
         np.testing.assert_array_equal(context.numpy(), want)
         made.append(255 - context[:, -1:].numpy())

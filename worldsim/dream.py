@@ -86,7 +86,9 @@ def dream(
         )
         taken.append(a)
         past = torch.cat([past[:, 1:], torch.from_numpy(a)[None, None].to(device)], dim=1)
-        nxt = model.predict_next(ctx, past, prompt, mask, steps=sampling_steps, generator=gen)
+        nxt = model.predict_next(
+            ctx, past, prompt, mask, steps=sampling_steps, generator=gen, frame_index=t + 1
+        )
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
         mask = torch.cat([mask[:, 1:], torch.ones(1, 1, dtype=torch.bool, device=device)], dim=1)
         generated.append(nxt[0].cpu().numpy())

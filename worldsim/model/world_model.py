@@ -18,6 +18,10 @@ Design choices, each measured on Balls (see the README):
   learned motion more slowly per CPU-second: balls move up to 10 px a step.)
 - Half of each training batch is at ``sigma_max``: one-step sampling uses only that level, and the
   log-normal levels alone put about 5 % of samples there.
+- A generator may be told the index of the frame it makes (``clock_frames``): an object that enters
+  the view at a time the prompt sets (Drive's pedestrian starts crossing at ``start`` seconds, at
+  ``x`` metres down the road) cannot be timed from the last K frames alone, and a model that cannot
+  time it draws its mean: nothing.
 - Sampling may run the U-Net in bfloat16 (``sampling_precision``): on a CPU with bf16 units it
   halves the cost of a step, and the frames it makes are scored like float32's (README). Where
   bfloat16 is not native, sampling runs in float32.
@@ -25,6 +29,7 @@ Design choices, each measured on Balls (see the README):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -56,6 +61,7 @@ class WorldModelConfig:
     min_change_levels: int = 8  # a pixel changes only if the sample changes it by at least this (of 255)
     sampling_precision: str = "float32"  # "float32" or "bfloat16": the U-Net's arithmetic when sampling
     context_differences: bool = True  # also feed f_t - f_(t-1) of the context: motion, ready-made
+    clock_frames: int = 0  # > 0: told the index of the frame it makes, saturating at this many frames
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -96,6 +102,18 @@ def bfloat16_is_fast(device: torch.device) -> bool:
             getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         )
     return False
+
+
+CLOCK_HARMONICS = 8
+
+
+def clock_features(frame_index: torch.Tensor, clock_frames: int) -> torch.Tensor:
+    """``[B]`` frame indices to ``[B, 1 + 2 * CLOCK_HARMONICS]`` features of the episode's time, which
+    saturates at ``clock_frames`` (after an episode's length, how long ago it began tells nothing the
+    training data could show)."""
+    tau = frame_index.float().clamp(0, clock_frames)[:, None] / clock_frames
+    k = torch.arange(1, CLOCK_HARMONICS + 1, device=tau.device, dtype=torch.float32)[None]
+    return torch.cat([tau, torch.sin(math.pi * k * tau), torch.cos(math.pi * k * tau)], dim=1)
 
 
 def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -142,6 +160,14 @@ class WorldModel(nn.Module):
         self.cond_mlp = nn.Sequential(
             nn.Linear(cond_in, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
         )
+        if cfg.clock_frames < 0:
+            raise ValueError(f"clock_frames must be >= 0, got {cfg.clock_frames}")
+        if cfg.clock_frames:
+            # Joins the conditioning MLP's hidden layer. It starts at zero, so a generator given a clock
+            # when fine-tuned starts as the function it was (``train.init``).
+            self.clock_in = nn.Linear(1 + 2 * CLOCK_HARMONICS, cfg.cond_dim)
+            nn.init.zeros_(self.clock_in.weight)
+            nn.init.zeros_(self.clock_in.bias)
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
         # What "no frame yet" looks like: the mean training frame (set by the training loop). Text-to-
         # video starts from K of these with an all-False context mask, so the first frame is drawn
@@ -162,6 +188,7 @@ class WorldModel(nn.Module):
         prompt: torch.Tensor,
         actions: torch.Tensor,
         context_mask: torch.Tensor,
+        frame_index: torch.Tensor | None,
     ) -> torch.Tensor:
         feats = [
             fourier_features(c_noise, 64),
@@ -170,9 +197,32 @@ class WorldModel(nn.Module):
             actions.flatten(1),
             context_mask.float(),
         ]
-        return self.cond_mlp(torch.cat(feats, dim=1))
+        hidden = self.cond_mlp[0](torch.cat(feats, dim=1))
+        if self.cfg.clock_frames:
+            hidden = hidden + self.clock_in(clock_features(frame_index, self.cfg.clock_frames))
+        return self.cond_mlp[2](self.cond_mlp[1](hidden))
 
-    def _net(self, context: torch.Tensor, ctx_sigma: torch.Tensor, prompt, actions, context_mask):
+    def _frame_index(self, frame_index: torch.Tensor | int | None, b: int, device: torch.device):
+        """``frame_index`` as ``int64[b]`` on ``device``; required of a generator with a clock."""
+        if frame_index is None:
+            if self.cfg.clock_frames:
+                raise ValueError(
+                    f"this generator is told the index of the frame it makes (clock_frames="
+                    f"{self.cfg.clock_frames}): pass frame_index"
+                )
+            return None
+        index = torch.as_tensor(frame_index, device=device).long()
+        return index.expand(b) if index.ndim == 0 else index
+
+    def _net(
+        self,
+        context: torch.Tensor,
+        ctx_sigma: torch.Tensor,
+        prompt,
+        actions,
+        context_mask,
+        frame_index: torch.Tensor | None = None,
+    ):
         """The raw network ``F(x, c_noise)`` for fixed context and conditions, as EDM calls it."""
         ctx = context.flatten(1, 2)  # [B, K*3, H, W]
         if self.cfg.context_differences and self.cfg.context > 1:
@@ -180,7 +230,9 @@ class WorldModel(nn.Module):
             ctx = torch.cat([ctx, (context[:, 1:] - context[:, :-1]).flatten(1, 2)], dim=1)
 
         def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-            cond = self._cond(c_noise.expand(x.shape[0]), ctx_sigma, prompt, actions, context_mask)
+            cond = self._cond(
+                c_noise.expand(x.shape[0]), ctx_sigma, prompt, actions, context_mask, frame_index
+            )
             return self.unet(torch.cat([x, ctx], dim=1), cond)
 
         return net
@@ -214,9 +266,11 @@ class WorldModel(nn.Module):
         kind: str = "l2",
         huber_c: float = 0.03,
         undo_context_noise: bool = False,
+        frame_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
-        one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``; ``noise`` from
+        one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``,
+        ``frame_index[B]`` the target's index in its episode (needed with a clock); ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
         ``huber_c`` choose the error (``edm.training_loss``).
@@ -242,7 +296,8 @@ class WorldModel(nn.Module):
         ref = noisy_ctx[:, -1] if undo_context_noise else last
         clean = target - ref if cfg.target == "delta" else target
         prompt = self.encode_prompts(captions) if prompt is None else prompt
-        net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask)
+        index = self._frame_index(frame_index, b, device)
+        net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask, index)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
         return training_loss(net, clean, cfg.edm, weight=weight, draws=draws, kind=kind, huber_c=huber_c)
 
@@ -260,9 +315,12 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
         noise: dict[str, torch.Tensor] | None = None,
         precision: str | None = None,
+        frame_index: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Sample next frames ``uint8[B,H,W,3]`` from ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]``
         and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout).
+        ``frame_index`` (``[B]`` or one for all) is the index in the episode of the frame made, 0 for
+        the reset frame; a generator with a clock needs it, others ignore it.
         ``steps``, ``context_noise`` and ``precision`` default to the config's sampling settings.
 
         All randomness comes from ``generator``, or from ``noise`` (``draw_sampling_noise``) when the
@@ -279,7 +337,10 @@ class WorldModel(nn.Module):
             context = context + sigma_c * noise["context"].to(device)
         if context_mask is None:
             context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
-        net = self._net(context, ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device))
+        index = self._frame_index(frame_index, b, device)
+        net = self._net(
+            context, ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index
+        )
         shape = (b, 3, cfg.height, cfg.width)
         bf16 = check_precision(precision or cfg.sampling_precision) == "bfloat16" and bfloat16_is_fast(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -324,12 +385,14 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
         context_mask: torch.Tensor | None = None,
         noise: list[dict[str, torch.Tensor]] | None = None,
+        frame_index: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
         ``past_actions[B,K-1,A]`` are the actions between the context frames; ``context_mask[B,K]``
         marks padded context frames (False) as at the start of an episode; ``noise``, when the caller
-        draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from). Returns the
+        draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from);
+        ``frame_index`` the index of the first frame made (``predict_next``). Returns the
         ``T`` generated frames ``uint8[B,T,H,W,3]``.
         """
         device = next(self.parameters()).device
@@ -342,11 +405,19 @@ class WorldModel(nn.Module):
             else context_mask.to(device)
         )
         acts = torch.cat([past_actions.to(device).float(), future_actions.to(device).float()], dim=1)
+        index = self._frame_index(frame_index, b, device)
         frames = []
         for t in range(future_actions.shape[1]):
             draw = None if noise is None else noise[t]
             nxt = self.predict_next(
-                ctx, acts[:, t : t + k], prompt, mask, steps=steps, generator=generator, noise=draw
+                ctx,
+                acts[:, t : t + k],
+                prompt,
+                mask,
+                steps=steps,
+                generator=generator,
+                noise=draw,
+                frame_index=None if index is None else index + t,
             )
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
@@ -370,7 +441,13 @@ class WorldModel(nn.Module):
         empty, mask = self.empty_context(b)
         actions = torch.zeros(b, k, self.cfg.action_dim, device=empty.device)
         first = self.predict_next(
-            empty, actions, self.encode_prompts(captions), mask, steps=steps, generator=generator
+            empty,
+            actions,
+            self.encode_prompts(captions),
+            mask,
+            steps=steps,
+            generator=generator,
+            frame_index=0,
         )
         context = first[:, None].expand(b, k, *first.shape[1:]).clone()
         mask = torch.zeros(b, k, dtype=torch.bool, device=first.device)

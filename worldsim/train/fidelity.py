@@ -62,7 +62,7 @@ def generate(
             else actions[lo : lo + batch]
         )
         frames = model.rollout(
-            ctx, past, torch.from_numpy(np.stack(fut)), [e.caption for e in part], steps, gen
+            ctx, past, torch.from_numpy(np.stack(fut)), [e.caption for e in part], steps, gen, frame_index=k
         )
         out.append(frames.cpu().numpy())
     return np.concatenate(out)

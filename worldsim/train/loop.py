@@ -32,6 +32,7 @@ from worldsim.model.edm import LOSSES
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
 from worldsim.train.checkpoint import (
+    Checkpoint,
     checkpoint_dir,
     dataset_manifest_sha256,
     latest_checkpoint,
@@ -138,6 +139,14 @@ def build_model_config(
     return cfg
 
 
+def load_init(init: Checkpoint, model: WorldModel) -> None:
+    """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except that a
+    model given a clock its checkpoint lacks keeps its clock input, which starts at zero."""
+    missing = set(model.state_dict()) - set(init.state_dict)
+    only_clock = bool(missing) and all(k.startswith("clock_in.") for k in missing)
+    init.load_into(model, strict=not only_clock)  # anything else missing or misshapen raises
+
+
 def with_first_frames(
     batch: Any, sampler: WindowSampler, empty_frame: np.ndarray, prob: float, rng: np.random.Generator
 ) -> Any:
@@ -149,6 +158,7 @@ def with_first_frames(
     flat = sampler.flat
     episodes = rng.integers(0, len(flat.steps), int(pick.sum()))
     context, mask, actions = batch.context.copy(), batch.context_mask.copy(), batch.actions.copy()
+    t = batch.t.copy()
     targets, rewards, terminated = batch.targets.copy(), batch.rewards.copy(), batch.terminated.copy()
     captions = list(batch.captions)
     context[pick] = empty_frame
@@ -157,6 +167,7 @@ def with_first_frames(
     targets[pick, 0] = flat.frames[flat.frame_start[episodes]]
     rewards[pick] = 0.0  # the heads do not learn from these samples' transitions (see compute_losses)
     terminated[pick] = False
+    t[pick] = -1  # the target is frame 0
     for j, i in enumerate(np.flatnonzero(pick)):
         captions[i] = flat.captions[episodes[j]]
     return replace(
@@ -168,6 +179,7 @@ def with_first_frames(
         rewards=rewards,
         terminated=terminated,
         captions=captions,
+        t=t,
     )
 
 
@@ -188,6 +200,7 @@ def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
         "reward": torch.from_numpy(batch.rewards[lo:hi, 0]),
         "terminated": torch.from_numpy(batch.terminated[lo:hi, 0]),
         "has_transition": torch.from_numpy(batch.context_mask[lo:hi, -1]),
+        "frame_index": torch.from_numpy(batch.t[lo:hi] + 1),
     }
 
 
@@ -214,6 +227,7 @@ def compute_losses(
         kind=kind,
         huber_c=huber_c,
         undo_context_noise=undo_context_noise,
+        frame_index=b["frame_index"].to(device),
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -266,6 +280,8 @@ def train(run: RunConfig) -> Path:
         model_cfg = WorldModelConfig.from_dict(ckpt.config)
     elif init is not None:
         model_cfg = WorldModelConfig.from_dict(init.config)
+        if run.model.clock_frames and not model_cfg.clock_frames:
+            model_cfg.clock_frames = run.model.clock_frames  # the one thing fine-tuning may add
     context = model_cfg.context if model_cfg is not None else run.model.context
 
     # ---- data ------------------------------------------------------------------------------------
@@ -285,7 +301,7 @@ def train(run: RunConfig) -> Path:
         )
     model = WorldModel(model_cfg).to(device)
     if init is not None:
-        init.load_into(model)
+        load_init(init, model)
     elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -473,6 +489,7 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
             prompt,
             context_noise=0.0,
             generator=torch.Generator().manual_seed(0),
+            frame_index=torch.from_numpy(windows.t + 1),
         )
     target = windows.targets[:, 0].astype(np.int16)
     return {

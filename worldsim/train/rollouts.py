@@ -84,6 +84,7 @@ def with_own_rollouts(
             [batch.captions[i] for i in idx],
             context_mask=torch.from_numpy(batch.context_mask[idx]),
             noise=[{key: v[idx] for key, v in draw.items()} for draw in noise[:steps]],
+            frame_index=torch.from_numpy(batch.t[idx] + 1),
         )
     frames = batch.targets[:, :steps].copy()
     frames[idx] = made.cpu().numpy()
