@@ -37,8 +37,7 @@ from worldsim.metrics.compare import (
     compare_video,
     parsing_floor_iou,
     parsing_floor_m,
-    read_driving,
-    video_laws,
+    read_truth,
 )
 from worldsim.metrics.frames import frozen_video
 from worldsim.metrics.objects import json_float, nanmean, true_points_m
@@ -236,16 +235,14 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
     for e in episodes:
         truth = e.frames[context:]
         cams = e.cameras[context:]
-        reading = read_driving(truth, e.spec, cams, dt_s)  # Drive's, read once per episode
+        reading = read_truth(truth, e.spec, cams, dt_s, e.frames[context - 1])
         for s in per:
-            per[s].append(
-                compare_video(truth, e.other[s], e.spec, cams, dt_s, e.frames[context - 1], reading)
-            )
+            per[s].append(compare_video(reading, e.other[s]))
         states = {k: v[context:] for k, v in e.states.items()}
         parsing.append(parsing_floor_m(truth, true_points_m(e.spec, states), e.spec, cams))
         if e.segments is not None:
             parsing_iou.append(parsing_floor_iou(truth, e.segments[context:], e.spec))
-        truth_laws.append(video_laws(truth, e.spec, cams, dt_s, reading))
+        truth_laws.append(reading.laws())
 
     curves = {s: {m: nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}
     summary = {s: {m: float(nanmean(v)) for m, v in c.items()} for s, c in curves.items()}

@@ -1,6 +1,7 @@
 """One video against the truth video of the same start and actions: every per-step physics metric.
 
-``compare_video`` is the whole comparison of one episode and one source (a generator, the frozen
+``read_truth`` reads MuJoCo's video of an episode once (objects, masks, positions, Drive's
+driving curves); ``compare_video`` is the whole comparison of that reading with one source (a generator, the frozen
 baseline, the PyBullet twin, a perturbed MuJoCo run): frames (PSNR, SSIM, MSE), object masks
 (Physics-IQ IoUs), objects (centroid error in pixels, position and velocity error in metres,
 objects vanished or appearing, per object too) and the laws read off the source's own
@@ -25,6 +26,7 @@ import numpy as np
 from worldsim.metrics import driving, laws, masks
 from worldsim.metrics.frames import PSNR_CAP_DB, psnr, ssim
 from worldsim.metrics.objects import (
+    ObjectTracks,
     compare_tracks,
     extract_objects,
     lift_centroids,
@@ -78,7 +80,7 @@ def lifted_points_m(frames_uint8: np.ndarray, spec: Any, cameras: Sequence[Camer
 
 
 DRIVE_LAWS = ("progress_m", "collision_steps", "off_road_steps", "lane_deviation_mean_m", "comfortable_share")
-"""What ``video_laws`` reports of a Drive video (from ``worldsim.metrics.driving.video_driving``)."""
+"""What ``drive_laws`` reports of a Drive video (from ``worldsim.metrics.driving.video_driving``)."""
 
 DRIVE_DIFFERENCES = {
     "progress_error_m": "progress_error_m",
@@ -92,34 +94,63 @@ DRIVE_DIFFERENCES = {
 """Drive's differences from the truth video kept among a comparison's values (name: driving key)."""
 
 
-def read_driving(
-    frames_uint8: np.ndarray, spec: Any, cameras: Sequence[CameraParams], dt_s: float
-) -> dict[str, Any] | None:
-    """What Drive's metrics read off a truth video (``driving.video_driving``), made once and handed
-    to every comparison with it and to ``video_laws``; None in the other families."""
-    if family_of(spec).name != "drive":
-        return None
-    return driving.video_driving(frames_uint8, spec, cameras, dt_s)
+@dataclass(frozen=True)
+class TruthReading:
+    """What every comparison of one episode reads off the truth video, read once: each source is
+    compared with the same reading, and the truth's own laws come from it too."""
+
+    frames: np.ndarray  # uint8[T, H, W, 3]
+    spec: Any
+    cameras: tuple[CameraParams, ...]  # one per frame (the Drive camera follows the ego car)
+    dt_s: float
+    tracks: ObjectTracks
+    points_m: np.ndarray  # [T, N, 3], the tracks lifted to metres
+    previous_m: np.ndarray  # [1, N, 3], the frame before the first lifted (NaN when not given)
+    masks: np.ndarray  # bool[T, H, W], any object
+    driving: dict[str, Any] | None  # ``driving.video_driving`` (Drive), else None
+
+    def laws(self) -> dict[str, float]:
+        """The laws of the truth video's own trajectories (``object_laws``; Drive: ``drive_laws``)."""
+        if self.driving is not None:
+            return drive_laws(self.driving["summary"])
+        return object_laws(self.points_m, self.spec, self.dt_s)
 
 
-def video_laws(
-    frames_uint8: np.ndarray,
+def read_truth(
+    truth_uint8: np.ndarray,
     spec: Any,
     cameras: Sequence[CameraParams],
     dt_s: float,
-    driving_reading: dict[str, Any] | None = None,
-) -> dict[str, float]:
-    """The laws read off one video's own trajectories; NaN when a law has no event to be read from
-    (no free flight, no bounce). Balls: gravity, restitution, penetration (``balls_laws``); Push: the
-    object moving without the pusher; Drive: progress, collisions, leaving the road, lane deviation
-    and comfort as nuPlan bounds it (``worldsim.metrics.driving``; ``driving_reading``: that video's
-    ``read_driving`` when the caller has it)."""
-    if family_of(spec).name == "drive":
-        reading = driving_reading
-        if reading is None:
-            reading = driving.video_driving(frames_uint8, spec, cameras, dt_s)
-        return drive_laws(reading["summary"])
-    return object_laws(lifted_points_m(frames_uint8, spec, cameras)[0], spec, dt_s)
+    previous_uint8: np.ndarray | None = None,
+) -> TruthReading:
+    """Read the truth video ``uint8[T, H, W, 3]`` for ``compare_video``. ``cameras``: the truth camera
+    of each frame; ``previous_uint8``: the truth frame just before the first (the last context
+    frame), so the first step has a velocity too; every video compared with this one shares it."""
+    truth = np.asarray(truth_uint8)
+    if truth.ndim != 4:
+        raise ValueError(f"a video is uint8[T, H, W, 3], got shape {truth.shape}")
+    if len(cameras) != len(truth):
+        raise ValueError(f"got {len(cameras)} cameras for {len(truth)} frames; pass one per frame")
+    palette, planes, cameras = palette_for(spec), object_planes(spec), tuple(cameras)
+    tracks = extract_objects(truth, palette)
+    if previous_uint8 is not None and len(cameras) > 0:
+        prev = extract_objects(np.asarray(previous_uint8)[None], palette).centroid_px
+        previous_m = lift_centroids(prev, [cameras[0]], planes)
+    else:
+        previous_m = np.full((1, len(planes), 3), np.nan)
+    return TruthReading(
+        frames=truth,
+        spec=spec,
+        cameras=cameras,
+        dt_s=dt_s,
+        tracks=tracks,
+        points_m=lift_centroids(tracks.centroid_px, list(cameras), planes),
+        previous_m=previous_m,
+        masks=object_masks(truth, palette).any(1),
+        driving=driving.video_driving(truth, spec, cameras, dt_s)
+        if family_of(spec).name == "drive"
+        else None,
+    )
 
 
 def drive_laws(summary: dict[str, Any]) -> dict[str, float]:
@@ -179,57 +210,35 @@ def push_moved_without_contact(points_m: np.ndarray, spec: Any, quiet_steps: int
     return moved & quiet
 
 
-def compare_video(
-    truth_uint8: np.ndarray,
-    other_uint8: np.ndarray,
-    spec: Any,
-    cameras: Sequence[CameraParams],
-    dt_s: float,
-    previous_uint8: np.ndarray | None = None,
-    driving_reading: dict[str, Any] | None = None,
-) -> VideoComparison:
-    """Compare ``other_uint8[T, H, W, 3]`` with ``truth_uint8[T, H, W, 3]`` step by step.
-
-    ``cameras``: the truth camera of each of the T frames (the Drive camera follows the ego car).
-    ``previous_uint8``: the truth frame just before the first one (the last context frame), so the
-    first step has a velocity too; both videos share it.
-    ``driving_reading``: ``read_driving`` of the truth video, when the caller has it (Drive).
-    """
-    truth, other = np.asarray(truth_uint8), np.asarray(other_uint8)
-    if truth.shape != other.shape or truth.ndim != 4:
+def compare_video(truth: TruthReading, other_uint8: np.ndarray) -> VideoComparison:
+    """Compare ``other_uint8[T, H, W, 3]`` with the truth video read by ``read_truth``, step by step."""
+    other, spec, cameras, dt_s = np.asarray(other_uint8), truth.spec, truth.cameras, truth.dt_s
+    if other.shape != truth.frames.shape:
         raise ValueError(
-            f"videos must both be uint8[T, H, W, 3] of one shape, got {truth.shape} and {other.shape}"
+            f"videos must both be uint8[T, H, W, 3] of one shape, got {truth.frames.shape} and {other.shape}"
         )
-    if len(cameras) != len(truth):
-        raise ValueError(f"got {len(cameras)} cameras for {len(truth)} frames; pass one per frame")
     palette = palette_for(spec)
-    tt, ot = extract_objects(truth, palette), extract_objects(other, palette)
-    planes = object_planes(spec)
-    errors = compare_tracks(tt, ot, cameras=list(cameras), planes=planes)
+    tt, ot = truth.tracks, extract_objects(other, palette)
+    errors = compare_tracks(tt, ot, cameras=list(cameras), planes=object_planes(spec))
 
     # velocities by finite differences of lifted positions, from the shared previous frame on
-    if previous_uint8 is not None and len(cameras) > 0:
-        prev = extract_objects(previous_uint8[None], palette).centroid_px
-        prev_m = lift_centroids(prev, [cameras[0]], planes)
-    else:
-        prev_m = np.full((1, len(planes), 3), np.nan)
-    truth_m, other_m = errors.truth_m, errors.gen_m
-    v_truth = np.diff(np.concatenate([prev_m, truth_m]), axis=0) / dt_s
-    v_other = np.diff(np.concatenate([prev_m, other_m]), axis=0) / dt_s
+    other_m = errors.gen_m
+    v_truth = np.diff(np.concatenate([truth.previous_m, truth.points_m]), axis=0) / dt_s
+    v_other = np.diff(np.concatenate([truth.previous_m, other_m]), axis=0) / dt_s
     vel_err = np.linalg.norm(v_truth - v_other, axis=-1)  # NaN unless seen at both steps in both
 
-    mt, mo = object_masks(truth, palette).any(1), object_masks(other, palette).any(1)
+    mt, mo = truth.masks, object_masks(other, palette).any(1)
     perm = laws.permanence(ot.visible, ot.count_px, tt.visible, tt.count_px)
 
     size = min(o.size_m for o in family_of(spec).objects(spec))
     bad = (errors.error_m > VALID_FRACTION_OF_SIZE * size) | errors.vanished | errors.ghost
     broken = np.flatnonzero(bad.any(1))
-    valid = int(broken[0]) if len(broken) else len(truth)
+    valid = int(broken[0]) if len(broken) else len(other)
 
     curves = {
-        "psnr_db": psnr(truth, other, max_db=PSNR_CAP_DB),
-        "ssim": ssim(truth, other),
-        "mse": masks.frame_mse(truth, other),
+        "psnr_db": psnr(truth.frames, other, max_db=PSNR_CAP_DB),
+        "ssim": ssim(truth.frames, other),
+        "mse": masks.frame_mse(truth.frames, other),
         "iou": masks.iou_per_step(mt, mo),
         "centroid_error_px": errors.curve_px(),
         "position_error_m": nanmean(errors.error_m, axis=1),
@@ -243,8 +252,8 @@ def compare_video(
         "weighted_spatial_iou": masks.weighted_spatial_iou(mt, mo),
         "kept_fraction": float(perm.kept_fraction),
     }
-    if family_of(spec).name == "drive":
-        drive = driving.driving_metrics(truth, other, spec, cameras, dt_s, driving_reading)
+    if truth.driving is not None:
+        drive = driving.driving_metrics(truth.frames, other, spec, cameras, dt_s, truth.driving)
         diff = drive["difference"]["summary"]
         # errors as magnitudes: a mean over episodes must not let a shortfall cancel an overshoot
         values |= {
