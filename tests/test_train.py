@@ -309,3 +309,22 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
         made.append(255 - context[:, -1:].numpy())
     assert len(model.calls) == 3
     np.testing.assert_array_equal(out.context[rows], np.concatenate(made, axis=1)[:, -2:])
+
+
+def test_text_to_video_windows_target_each_episode_s_first_frame(tiny_data):
+    """``first_frame_prob`` turns windows into text-to-video samples: an empty masked context, no
+    actions, and frame 0 of an episode as the target, told to a clock as index 0."""
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.train.loop import _slice, with_first_frames
+
+    sampler = WindowSampler(load_dataset(tiny_data), 2)
+    batch = sampler.sample(6, np.random.default_rng(0))
+    empty = np.full(batch.context.shape[2:], 7, np.uint8)
+    out = with_first_frames(batch, sampler, empty, 1.0, np.random.default_rng(1))
+    flat = sampler.flat
+    for i, cap in enumerate(out.captions):
+        firsts = [flat.frames[flat.frame_start[e]] for e in range(len(flat.steps)) if flat.captions[e] == cap]
+        assert any(np.array_equal(out.targets[i, 0], f) for f in firsts)
+    assert (out.context == 7).all() and not out.context_mask.any() and (out.actions == 0).all()
+    assert _slice(out, 0, 6)["frame_index"].tolist() == [0] * 6
+    assert _slice(batch, 0, 6)["frame_index"].tolist() == (batch.t + 1).tolist()
