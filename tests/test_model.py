@@ -306,9 +306,10 @@ def test_a_clock_needs_the_frame_index_and_fine_tuning_may_add_one(tmp_path):
     from worldsim.train.loop import load_init
 
     ctx, acts, _ = moving_square_batch()
-    with pytest.raises(ValueError, match="frame_index"):
-        clocked = WorldModel(tiny_config(clock_frames=50)).eval()
-        clocked.predict_next(ctx, acts, clocked.encode_prompts([CAPTIONS[0]] * 4))
+    clocked = WorldModel(tiny_config(clock_frames=50)).eval()
+    for bad in (None, torch.tensor([3]), torch.tensor([1, 2, 3, -1])):  # missing, one for four, negative
+        with pytest.raises(ValueError, match="frame_index"):
+            clocked.predict_next(ctx, acts, clocked.encode_prompts([CAPTIONS[0]] * 4), frame_index=bad)
     plain = WorldModel(tiny_config()).eval()
     path = save_checkpoint(tmp_path / "ckpt", plain, plain.cfg.to_dict(), family="balls", frame_size=(32, 32))
     clocked = WorldModel(tiny_config(clock_frames=50)).eval()

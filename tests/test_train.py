@@ -255,6 +255,18 @@ def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture
         train(tiny_run(tiny_data, tmp_path / "first", steps=10, init=str(tuned)))
 
 
+def test_fine_tuning_may_add_a_clock_but_not_change_one(tiny_data, tmp_path):
+    first = train(tiny_run(tiny_data, tmp_path / "first", steps=3))
+    run = tiny_run(tiny_data, tmp_path / "clocked", steps=3, init=str(first))
+    run.model.clock_frames = 40
+    clocked = load_checkpoint(train(run))
+    assert clocked.config["clock_frames"] == 40 and "clock_in.weight" in clocked.state_dict
+    again = tiny_run(tiny_data, tmp_path / "again", steps=1, init=str(clocked.path))
+    again.model.clock_frames = 80
+    with pytest.raises(ValueError, match="keeps it"):
+        train(again)
+
+
 @pytest.mark.parametrize(
     "bad",
     [{"frame_loss": "l3"}, {"huber_c": 0.0}, {"rollout_share": 1.5}, {"rollout_share": 0.01}],

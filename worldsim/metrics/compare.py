@@ -1,13 +1,13 @@
 """One video against the truth video of the same start and actions: every per-step physics metric.
 
 ``read_truth`` reads MuJoCo's video of an episode once (objects, masks, positions, Drive's
-driving curves); ``compare_video`` is the whole comparison of that reading with one source (a generator, the frozen
-baseline, the PyBullet twin, a perturbed MuJoCo run): frames (PSNR, SSIM, MSE), object masks
-(Physics-IQ IoUs), objects (centroid error in pixels, position and velocity error in metres,
-objects vanished or appearing, per object too) and the laws read off the source's own
-trajectories (Balls: fitted gravity, restitution, penetration; Push: motion without contact; Drive:
-progress, collisions, leaving the road, lane deviation, comfort, and their differences from the
-truth's). It sees frames, the scene spec and camera parameters only:
+driving curves); ``compare_video`` is the whole comparison of that reading with one source (a
+generator, the frozen baseline, the PyBullet twin, a perturbed MuJoCo run): frames (PSNR, SSIM,
+MSE), object masks (Physics-IQ IoUs), objects (centroid error in pixels, position and velocity
+error in metres, objects vanished or appearing, per object too) and the laws read off the
+source's own trajectories (Balls: fitted gravity, restitution, penetration; Push: motion without
+contact; Drive: progress, collisions, leaving the road, lane deviation, comfort, and their
+differences from the truth's). It sees frames, the scene spec and camera parameters only:
 anything that makes frames can be scored, and nothing here imports the generator.
 
 Objects are found by colour (``worldsim.metrics.objects``) in both videos, and lifted to metres on

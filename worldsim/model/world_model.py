@@ -212,7 +212,13 @@ class WorldModel(nn.Module):
                 )
             return None
         index = torch.as_tensor(frame_index, device=device).long()
-        return index.expand(b) if index.ndim == 0 else index
+        index = index.expand(b) if index.ndim == 0 else index
+        if index.shape != (b,) or (index < 0).any():
+            raise ValueError(
+                f"frame_index must be one index >= 0 or one per world, shape ({b},); got {tuple(index.shape)} "
+                f"with minimum {int(index.min()) if index.numel() else None}"
+            )
+        return index
 
     def _net(
         self,

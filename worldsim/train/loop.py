@@ -143,7 +143,8 @@ def load_init(init: Checkpoint, model: WorldModel) -> None:
     """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except that a
     model given a clock its checkpoint lacks keeps its clock input, which starts at zero."""
     missing = set(model.state_dict()) - set(init.state_dict)
-    only_clock = bool(missing) and all(k.startswith("clock_in.") for k in missing)
+    unexpected = set(init.state_dict) - set(model.state_dict())
+    only_clock = bool(missing) and not unexpected and all(k.startswith("clock_in.") for k in missing)
     init.load_into(model, strict=not only_clock)  # anything else missing or misshapen raises
 
 
@@ -280,7 +281,12 @@ def train(run: RunConfig) -> Path:
         model_cfg = WorldModelConfig.from_dict(ckpt.config)
     elif init is not None:
         model_cfg = WorldModelConfig.from_dict(init.config)
-        if run.model.clock_frames and not model_cfg.clock_frames:
+        if run.model.clock_frames not in (0, model_cfg.clock_frames):
+            if model_cfg.clock_frames:
+                raise ValueError(
+                    f"{cfg.init} has a clock of {model_cfg.clock_frames} frames; fine-tuning keeps it "
+                    f"(model.clock_frames={run.model.clock_frames} asks for another)"
+                )
             model_cfg.clock_frames = run.model.clock_frames  # the one thing fine-tuning may add
     context = model_cfg.context if model_cfg is not None else run.model.context
 
