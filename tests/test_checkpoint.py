@@ -265,7 +265,7 @@ DAMAGES = {
     "older": (lambda p: _edit_config(p, format_version=0), ["format_version 0", "re-train"]),
     "truncated": (
         lambda p: _truncate(p / MODEL),
-        ["model.safetensors is truncated or altered", "bytes, config.json records"],
+        ["model.safetensors is truncated or altered", "bytes where config.json records"],
     ),
     "altered": (lambda p: _flip_byte(p / MODEL), ["model.safetensors is corrupt: sha256", "earlier one"]),
 }

@@ -25,11 +25,11 @@ from worldsim.data.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     encode_episode,
-    sha256_bytes,
     shard_name,
     write_manifest,
     writer_lock,
 )
+from worldsim.durable import sha256_bytes
 from worldsim.scenes import parse_prompt, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,8 @@ def test_truncated_shard_is_detected_naming_the_shard(copy_of_balls):
     shard = copy_of_balls / shard_name(2)
     shard.write_bytes(shard.read_bytes()[:-100])
     with pytest.raises(
-        DatasetError, match=r"ep_000002\.npz has \d+ bytes but the manifest says \d+ \(truncated"
+        DatasetError,
+        match=r"ep_000002\.npz is truncated or altered: \d+ bytes where the manifest records \d+",
     ):
         load_dataset(copy_of_balls)
 

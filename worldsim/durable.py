@@ -1,9 +1,30 @@
-"""Making file writes durable and shareable, for the atomic writers of datasets and checkpoints."""
+"""Making file writes durable and shareable, for the atomic writers of datasets and checkpoints,
+and checking that a file read back is the one whose size and sha256 were recorded."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def recorded_mismatch(file: Path, data: bytes, entry: Mapping[str, Any], recorder: str) -> str | None:
+    """Why ``data`` (read from ``file``) is not what ``recorder`` (a manifest, a config) recorded in
+    ``entry`` (``{"bytes", "sha256"}``), or None when it is."""
+    if len(data) != entry["bytes"]:
+        return f"{file} is truncated or altered: {len(data)} bytes where {recorder} records {entry['bytes']}"
+    digest = sha256_bytes(data)
+    if digest != entry["sha256"]:
+        return (
+            f"{file} is corrupt: sha256 {digest[:16]}... where {recorder} records {entry['sha256'][:16]}..."
+        )
+    return None
 
 
 def fsync_dir(directory: Path) -> None:

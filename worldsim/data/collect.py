@@ -38,11 +38,11 @@ from worldsim.data.format import (
     encode_episode,
     read_manifest,
     remove_temp_files,
-    sha256_bytes,
     shard_name,
     write_manifest,
     writer_lock,
 )
+from worldsim.durable import sha256_bytes
 from worldsim.physics.state import STATE_KEYS
 from worldsim.scenes import family_of, parse_prompt, spec_to_dict
 

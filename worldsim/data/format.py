@@ -44,7 +44,6 @@ truncated or altered shard fails to load with an error that names it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -55,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.durable import current_umask, fsync_dir
+from worldsim.durable import current_umask, fsync_dir, recorded_mismatch
 
 FORMAT_NAME = "worldsim-dataset"
 FORMAT_VERSION = 1
@@ -76,10 +75,6 @@ class DatasetError(RuntimeError):
 def shard_name(index: int) -> str:
     """The manifest-relative path of episode ``index``'s shard."""
     return f"{EPISODES_DIR}/ep_{index:06d}.npz"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- atomic files -------------------------------------------------------------------------------
@@ -224,17 +219,9 @@ def read_shard(root: Path, entry: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def check_shard_bytes(path: Path, data: bytes, entry: Mapping[str, Any]) -> None:
-    if len(data) != entry["bytes"]:
-        raise DatasetError(
-            f"shard {path} has {len(data)} bytes but the manifest says {entry['bytes']} "
-            f"(truncated or replaced); {REDO_HINT}"
-        )
-    digest = sha256_bytes(data)
-    if digest != entry["sha256"]:
-        raise DatasetError(
-            f"shard {path} is corrupt: sha256 {digest[:16]}... differs from the manifest's "
-            f"{entry['sha256'][:16]}...; {REDO_HINT}"
-        )
+    problem = recorded_mismatch(path, data, entry, "the manifest")
+    if problem:
+        raise DatasetError(f"shard {problem}; {REDO_HINT}")
 
 
 # -- manifest -----------------------------------------------------------------------------------

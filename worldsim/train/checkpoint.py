@@ -32,7 +32,6 @@ Training loops use :func:`checkpoint_dir` (``<run>/checkpoints/step_000500``),
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -50,7 +49,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from worldsim.durable import current_umask, fsync_dir
+from worldsim.durable import current_umask, fsync_dir, recorded_mismatch, sha256_bytes
 
 __all__ = [
     "CONFIG",
@@ -167,7 +166,7 @@ def dataset_manifest_sha256(dataset_dir: str | os.PathLike) -> str:
     """The training-data fingerprint a checkpoint records: sha256 of the dataset's manifest bytes."""
     path = Path(dataset_dir) / "manifest.json"
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_bytes(path.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(
             f"{path} does not exist; pass the dataset directory the model was trained on"
@@ -242,7 +241,7 @@ def save_checkpoint(
         "step": step,
         "metadata": _plain_json(dict(metadata or {}), "metadata"),
         "tensor_aliases": aliases,
-        "files": {name: {"bytes": len(data), "sha256": _sha256(data)} for name, data in files.items()},
+        "files": {name: {"bytes": len(data), "sha256": sha256_bytes(data)} for name, data in files.items()},
         "created_by": {"torch": torch.__version__, "safetensors": _version("safetensors")},
     }
     files[CONFIG] = _json_bytes(info)  # last, so a reader of the temp dir never sees config without data
@@ -548,16 +547,9 @@ def _verified_bytes(path: Path, info: Mapping[str, Any], name: str) -> bytes:
         data = file.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{file} is missing; {_DAMAGED_HINT}") from None
-    if len(data) != entry["bytes"]:
-        raise CheckpointError(
-            f"{file} is truncated or altered: {len(data)} bytes, {CONFIG} records {entry['bytes']}; {_DAMAGED_HINT}"
-        )
-    digest = _sha256(data)
-    if digest != entry["sha256"]:
-        raise CheckpointError(
-            f"{file} is corrupt: sha256 {digest[:16]}... differs from the {entry['sha256'][:16]}... "
-            f"that {CONFIG} records; {_DAMAGED_HINT}"
-        )
+    problem = recorded_mismatch(file, data, entry, CONFIG)
+    if problem:
+        raise CheckpointError(f"{problem}; {_DAMAGED_HINT}")
     return data
 
 
@@ -696,10 +688,6 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 # -- JSON ---------------------------------------------------------------------------------------------
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _json_bytes(obj: Any) -> bytes:
