@@ -32,6 +32,7 @@ from gymnasium.vector.utils import batch_space
 from envs.truth import ACTION_SPACE, observation_space
 from worldsim.model.probe import COLOUR_SLOTS, StateProbe, object_colours
 from worldsim.model.world_model import WorldModel, check_precision, to_float
+from worldsim.physics.base import check_action
 from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
 from worldsim.scenes import caption, family_of, parse_prompt
@@ -46,12 +47,12 @@ def check_actions(actions: Any, num_envs: int, action_dim: int) -> np.ndarray:
     arr = np.asarray(actions, dtype=np.float64)
     if arr.shape != (num_envs, action_dim):
         raise ValueError(f"actions have shape {arr.shape}; expected ({num_envs}, {action_dim})")
-    bad = np.argwhere(~np.isfinite(arr))
-    if len(bad):
-        world, comp = (int(i) for i in bad[0])
-        raise ValueError(
-            f"action of world {world} has a non-finite value at index {comp}: {arr[world].tolist()}"
-        )
+    if not np.isfinite(arr).all():
+        world = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
+        try:
+            check_action(arr[world], (action_dim,))  # the truth envs' check names the component
+        except ValueError as e:
+            raise ValueError(f"world {world}: {e}: {arr[world].tolist()}") from None
     return np.clip(arr, -1.0, 1.0).astype(np.float32)
 
 

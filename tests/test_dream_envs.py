@@ -140,7 +140,7 @@ def test_bad_input_is_a_clear_error(balls_model, tmp_path):
     with pytest.raises(RuntimeError, match="reset"):
         vec.step(np.zeros((2, 2)))
     vec.reset(seed=0)
-    with pytest.raises(ValueError, match=r"world 1 .*index 0"):
+    with pytest.raises(ValueError, match=r"world 1: .*non-finite value at index 0"):
         vec.step(np.array([[0.0, 0.0], [np.nan, 0.0]]))
     with pytest.raises(ValueError, match="shape"):
         vec.step(np.zeros((3, 2)))
