@@ -131,7 +131,7 @@ def test_cli_run_killed_mid_training_resumes(tiny_data, tmp_path):
 def test_two_ddp_processes_match_one_process(tiny_data, tmp_path):
     """torchrun with 2 CPU processes (gloo) computes what one process computes with the whole batch."""
     pytest.importorskip("torch.distributed.run")
-    # 6 of 8 rows rolled out by the model: rank 1's slice is all rollouts, rank 0's half
+    # 6 of 8 rows rolled out by the model, 3 in each rank's slice of 4
     single = tmp_path / "single"
     train(tiny_run(tiny_data, single, steps=4, rollout_share=0.75, rollout_steps=2))
     script = (
@@ -340,3 +340,14 @@ def test_text_to_video_windows_target_each_episode_s_first_frame(tiny_data):
     assert (out.context == 7).all() and not out.context_mask.any() and (out.actions == 0).all()
     assert _slice(out, 0, 6)["frame_index"].tolist() == [0] * 6
     assert _slice(batch, 0, 6)["frame_index"].tolist() == (batch.t + 1).tolist()
+
+
+def test_rolled_out_rows_are_dealt_evenly_to_ranks():
+    from worldsim.train.rollouts import dealt_to_ranks
+
+    order = dealt_to_ranks(8, 2)
+    assert sorted(order.tolist()) == list(range(8))
+    rolled = np.arange(8) >= 2  # the last 6 rows of a global batch of 8 are rolled out
+    for rank in range(2):
+        mine = order[rank * 4 : (rank + 1) * 4]
+        assert rolled[mine].sum() == 3 and (mine % 2 == rank).all()  # what own_rollouts rolls out

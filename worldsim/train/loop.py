@@ -41,7 +41,7 @@ from worldsim.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from worldsim.train.rollouts import concat_batches, with_own_rollouts
+from worldsim.train.rollouts import concat_batches, dealt_to_ranks, take_rows, with_own_rollouts
 
 
 @dataclass
@@ -373,8 +373,12 @@ def train(run: RunConfig) -> Path:
                 batch, own_rollouts(ema, rollout_samplers, cfg, rank, world, batch_rng, noise_gen)
             )
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
+        noise = model.draw_noise(cfg.batch_size, noise_gen)
+        if world > 1 and n_rolled:  # each row keeps its noise: one process computes the same
+            order = dealt_to_ranks(cfg.batch_size, world)
+            batch, noise = take_rows(batch, order), {k: v[order] for k, v in noise.items()}
         lo, hi = rank * per_rank, (rank + 1) * per_rank
-        noise = {k: v[lo:hi] for k, v in model.draw_noise(cfg.batch_size, noise_gen).items()}
+        noise = {k: v[lo:hi] for k, v in noise.items()}
         losses = compute_losses(
             model, _slice(batch, lo, hi), noise, cfg.frame_loss, cfg.huber_c, cfg.undo_context_noise
         )
@@ -455,16 +459,15 @@ def own_rollouts(
     """The rolled-out share of a global batch (its last rows): windows whose context ends with
     1..``rollout_steps`` frames the EMA model made itself (``train.rollouts``), drawn from
     ``samplers[steps]`` so every transition can be the real target. Each rank rolls out only the rows
-    of its slice (so the last ranks carry the rollouts); the draws are the global batch's, so ranks
-    agree with one process."""
+    it will train on (row ``i`` of the global batch goes to rank ``i % world``: ``dealt_to_ranks``, so
+    every rank carries its share of the rollouts); the draws are the global batch's, so ranks agree
+    with one process."""
     n = rolled_rows(cfg)
     steps = int(rng.integers(1, cfg.rollout_steps + 1))
     windows = samplers[steps].sample(n, rng)
     noise = [ema.draw_sampling_noise(n, noise_gen) for _ in range(steps)]
-    per_rank = cfg.batch_size // world
     position = np.arange(cfg.batch_size - n, cfg.batch_size)
-    mine = (position >= rank * per_rank) & (position < (rank + 1) * per_rank)
-    return with_own_rollouts(windows, ema, steps, mine, noise)
+    return with_own_rollouts(windows, ema, steps, position % world == rank, noise)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

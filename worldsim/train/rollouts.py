@@ -38,6 +38,28 @@ def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
     )
 
 
+def take_rows(batch: WindowBatch, rows: np.ndarray) -> WindowBatch:
+    """The windows ``rows`` (indices) of ``batch``, in that order."""
+    return WindowBatch(
+        context=batch.context[rows],
+        context_mask=batch.context_mask[rows],
+        actions=batch.actions[rows],
+        targets=batch.targets[rows],
+        rewards=batch.rewards[rows],
+        terminated=batch.terminated[rows],
+        captions=[batch.captions[i] for i in rows],
+        episode=batch.episode[rows],
+        t=batch.t[rows],
+    )
+
+
+def dealt_to_ranks(batch_size: int, world: int) -> np.ndarray:
+    """The order of a global batch's rows that gives row ``i`` to rank ``i % world`` when each rank
+    takes its contiguous slice: a block of rows (the rolled-out ones, at the end) is shared evenly
+    rather than falling on the last ranks."""
+    return np.arange(batch_size).reshape(-1, world).T.ravel()
+
+
 def shift_window(batch: WindowBatch, steps: int, frames: np.ndarray | None = None) -> WindowBatch:
     """The horizon-1 window that ends ``steps`` steps later than ``batch``'s context: its context is
     the last K frames of (``batch.context`` followed by ``frames``, ``uint8[B, steps, H, W, 3]``; the
