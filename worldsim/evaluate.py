@@ -239,9 +239,9 @@ def score(episodes: list[Episode], context: int, dt_s: float) -> dict[str, Any]:
         for s in per:
             per[s].append(compare_video(reading, e.other[s]))
         states = {k: v[context:] for k, v in e.states.items()}
-        parsing.append(parsing_floor_m(truth, true_points_m(e.spec, states), e.spec, cams))
+        parsing.append(parsing_floor_m(reading, true_points_m(e.spec, states)))
         if e.segments is not None:
-            parsing_iou.append(parsing_floor_iou(truth, e.segments[context:], e.spec))
+            parsing_iou.append(parsing_floor_iou(reading, e.segments[context:]))
         truth_laws.append(reading.laws())
 
     curves = {s: {m: nanmean([c.curves[m] for c in cs], 0) for m in cs[0].curves} for s, cs in per.items()}

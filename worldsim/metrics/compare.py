@@ -72,13 +72,6 @@ class VideoComparison:
     by_object: dict[str, dict[str, float]]  # object name -> mean position / velocity / centroid error
 
 
-def lifted_points_m(frames_uint8: np.ndarray, spec: Any, cameras: Sequence[CameraParams]) -> tuple:
-    """Objects' centres ``[T, N, 3]`` (m, NaN when not seen) found in frames and lifted through the
-    given cameras (one per frame), with the tracks they came from."""
-    tracks = extract_objects(frames_uint8, palette_for(spec))
-    return lift_centroids(tracks.centroid_px, list(cameras), object_planes(spec)), tracks
-
-
 DRIVE_LAWS = ("progress_m", "collision_steps", "off_road_steps", "lane_deviation_mean_m", "comfortable_share")
 """What ``drive_laws`` reports of a Drive video (from ``worldsim.metrics.driving.video_driving``)."""
 
@@ -271,19 +264,16 @@ def compare_video(truth: TruthReading, other_uint8: np.ndarray) -> VideoComparis
     return VideoComparison(curves, values, video, valid, by_object)
 
 
-def parsing_floor_m(
-    truth_uint8: np.ndarray, true_points: np.ndarray, spec: Any, cameras: Sequence[CameraParams]
-) -> np.ndarray:
+def parsing_floor_m(truth: TruthReading, true_points: np.ndarray) -> np.ndarray:
     """Per-step mean distance ``[T]`` (m) between objects found in MuJoCo's frames, lifted, and their
     true centres ``[T, N, 3]``: how exactly the measurement itself places an object."""
-    found, _ = lifted_points_m(truth_uint8, spec, cameras)
-    return nanmean(np.linalg.norm(found - true_points, axis=-1), axis=1)
+    return nanmean(np.linalg.norm(truth.points_m - true_points, axis=-1), axis=1)
 
 
-def parsing_floor_iou(truth_uint8: np.ndarray, segments: np.ndarray, spec: Any) -> np.ndarray:
+def parsing_floor_iou(truth: TruthReading, segments: np.ndarray) -> np.ndarray:
     """Per-step IoU ``[T]`` of the objects the colour extractor finds in MuJoCo's frames with
     MuJoCo's own segmentation of them (``int32[T, H, W]``, object ids): how exactly the extractor,
     which is all a generated frame can be read with, draws the masks."""
-    ids = np.array([o.object_id for o in family_of(spec).objects(spec)])
+    ids = np.array([o.object_id for o in family_of(truth.spec).objects(truth.spec)])
     seg = (np.asarray(segments)[:, None] == ids[None, :, None, None]).any(1)
-    return masks.iou_per_step(seg, object_masks(truth_uint8, palette_for(spec)).any(1))
+    return masks.iou_per_step(seg, truth.masks)
