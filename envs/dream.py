@@ -47,8 +47,9 @@ def check_actions(actions: Any, num_envs: int, action_dim: int) -> np.ndarray:
     arr = np.asarray(actions, dtype=np.float64)
     if arr.shape != (num_envs, action_dim):
         raise ValueError(f"actions have shape {arr.shape}; expected ({num_envs}, {action_dim})")
-    if not np.isfinite(arr).all():
-        world = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
+    finite = np.isfinite(arr).all(1)
+    if not finite.all():
+        world = int(np.flatnonzero(~finite)[0])
         try:
             check_action(arr[world], (action_dim,))  # the truth envs' check names the component
         except ValueError as e:

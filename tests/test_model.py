@@ -50,6 +50,18 @@ def moving_square_batch(b: int = 4, k: int = 2, size: int = 32, seed: int = 0):
     return torch.from_numpy(frames[:, :k]), torch.from_numpy(actions), torch.from_numpy(frames[:, k])
 
 
+def fit(model: WorldModel, ctx, acts, target, captions, mask, steps: int, **loss_kw) -> WorldModel:
+    """``steps`` AdamW steps of ``model.loss`` on one fixed batch (seeded), then eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss = model.loss(ctx, acts, target, captions, mask, generator=gen, **loss_kw)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def test_tokenizer_reads_words_and_numbers():
     tok = PromptTokenizer.from_captions(CAPTIONS, max_tokens=40)
     ids, values = tok.encode(["balls: red agent ball, radius 0.15 m", "balls: purple ball"])
@@ -187,16 +199,9 @@ def test_model_learns_a_moving_square():
             return model.loss(ctx, acts, target, captions, mask, noise=noise).item()
 
     before = loss_at_sigma_max()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        loss = model.loss(ctx, acts, target, captions, mask, generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(model, ctx, acts, target, captions, mask, 300)
     after = loss_at_sigma_max()
     assert after < 0.25 * before, (before, after)
-    model.eval()
     prompt = model.encode_prompts(captions)
     pred = model.predict_next(ctx, acts, prompt, steps=1, generator=torch.Generator().manual_seed(0))
     err_model = (pred.float() - target.float()).abs().mean()
@@ -255,15 +260,8 @@ def test_undoing_context_noise_teaches_the_model_to_clean_a_ghost():
         torch.manual_seed(0)
         cfg = tiny_config(sampling_steps=1, context_noise_prob=1.0)
         cfg.edm.sigma_data, cfg.edm.sigma_max_prob = 0.1, 0.5
-        model = WorldModel(cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-        gen = torch.Generator().manual_seed(0)
-        for _ in range(400):
-            loss = model.loss(ctx, acts, target, captions, mask, generator=gen, undo_context_noise=undo)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        prompt = model.eval().encode_prompts(captions)
+        model = fit(WorldModel(cfg), ctx, acts, target, captions, mask, 400, undo_context_noise=undo)
+        prompt = model.encode_prompts(captions)
         pred = model.predict_next(ghosted, test_acts, prompt, generator=torch.Generator().manual_seed(0))
         patch = (slice(None), slice(4, 12), slice(4, 12))
         left[undo] = float((pred[patch].float() - test_target[patch].float()).abs().mean())
@@ -286,15 +284,8 @@ def test_a_clock_times_what_the_frames_cannot_show():
         torch.manual_seed(0)
         cfg = tiny_config(sampling_steps=1, sampling_context_noise=0.0, clock_frames=clock)
         cfg.edm.sigma_data = float((to_float(target) - to_float(ctx[:, -1])).std())
-        model = WorldModel(cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-        gen = torch.Generator().manual_seed(0)
-        for _ in range(300):
-            loss = model.loss(ctx, acts, target, captions, mask, generator=gen, frame_index=index)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        prompt = model.eval().encode_prompts(captions)
+        model = fit(WorldModel(cfg), ctx, acts, target, captions, mask, 300, frame_index=index)
+        prompt = model.encode_prompts(captions)
         pred = model.predict_next(
             ctx, acts, prompt, generator=torch.Generator().manual_seed(0), frame_index=index
         )
