@@ -243,9 +243,12 @@ def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture
     first = train(tiny_run(tiny_data, tmp_path / "first", steps=5))
     run = tiny_run(tiny_data, tmp_path / "tuned", steps=0, init=str(first))
     run.model.cond_dim, run.model.context = 48, 3  # ignored: the checkpoint's architecture is kept
+    run.model.edm.p_mean = -2.5  # taken: where training noise falls is the run's setting
     tuned = train(run)
     a, b = load_checkpoint(first), load_checkpoint(tuned)
     assert b.config["cond_dim"] == a.config["cond_dim"] == 32
+    assert b.config["edm"]["p_mean"] == -2.5 != a.config["edm"]["p_mean"]
+    assert b.config["edm"]["sigma_data"] == a.config["edm"]["sigma_data"]
     for key, value in a.state_dict.items():
         torch.testing.assert_close(b.state_dict[key], value, rtol=0, atol=0, msg=key)
     with pytest.raises(CheckpointError):

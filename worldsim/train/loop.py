@@ -70,7 +70,8 @@ class TrainConfig:
     motion_share: float = 0.0  # share of each batch drawn in proportion to how many pixels move
     rollout_share: float = 0.0  # share of each batch whose context the model rolled out itself
     rollout_steps: int = 4  # those rollouts are 1..rollout_steps steps long (drawn per batch)
-    init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept
+    init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept,
+    # its training noise levels are the run's (TRAINING_NOISE_SETTINGS)
     log_every: int = 50
     eval_every: int = 1000
     eval_episodes: int = 16
@@ -137,6 +138,11 @@ def build_model_config(
             target = target - to_float(torch.from_numpy(probe.context[:, -1]))
         cfg.edm.sigma_data = float(target.std())
     return cfg
+
+
+# The model settings a fine-tuning takes from its own run rather than from its checkpoint: where the
+# training noise levels fall (``sigma_data``, the scale they are relative to, stays the checkpoint's).
+TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 
 
 def load_init(init: Checkpoint, model: WorldModel) -> None:
@@ -288,6 +294,9 @@ def train(run: RunConfig) -> Path:
                     f"(model.clock_frames={run.model.clock_frames} asks for another)"
                 )
             model_cfg.clock_frames = run.model.clock_frames  # the one thing fine-tuning may add
+        # The noise levels training draws are a training setting, not the architecture: the run's own.
+        for name in TRAINING_NOISE_SETTINGS:
+            setattr(model_cfg.edm, name, getattr(run.model.edm, name))
     context = model_cfg.context if model_cfg is not None else run.model.context
 
     # ---- data ------------------------------------------------------------------------------------
