@@ -174,7 +174,7 @@ def main(argv: list[str]) -> None:
     model.eval()
 
     n_eps, horizon = int(args.get("episodes", 50)), int(args.get("horizon", 30))
-    starts = make_episodes("balls", "id", n_eps, horizon, K, 1000, (64, 64))
+    starts = make_episodes("balls", "id", n_eps, horizon, K, 1000, data.frame_shape[:2])
     results = {}
     for snap in (False, True):
         t1 = time.perf_counter()

@@ -1,0 +1,33 @@
+"""The study scripts in benchmarks/ run end to end (tiny budgets): their figures are in the README."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+
+from worldsim.data.collect import collect
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_latent_generator_study_trains_rolls_out_and_scores(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import latent_generator
+
+    data = collect(
+        "balls", episodes=2, out=tmp_path / "data", num_envs=1, seed=3, max_steps=20, progress=False
+    )
+    weights = tmp_path / "latent.safetensors"
+    latent_generator.main(
+        [f"data={data}", "codec_minutes=0.02", "dynamics_minutes=0.02", "episodes=2", "horizon=3"]
+        + [f"out={tmp_path}", f"weights={weights}"]
+    )
+    result = json.loads((tmp_path / "latent_generator.json").read_text())
+    assert result["codec_steps"] > 0 and result["dynamics_steps"] > 0
+    assert set(result["rollouts"]) == {"plain", "snap"}
+    for scores in result["rollouts"].values():
+        assert np.isfinite(scores["engine_ratio"]) and scores["engine_ratio"] > 0
+        assert 0.0 <= scores["kept_fraction"] <= 1.0
+    names = set(load_file(weights))
+    assert any(n.startswith("codec.") for n in names) and any(n.startswith("dynamics.") for n in names)
