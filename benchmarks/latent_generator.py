@@ -10,7 +10,8 @@ own scoring against MuJoCo, the PyBullet twin and the frozen baseline. The pixel
 for the same starts come from `worldsim evaluate scene=balls split=id episodes=50 horizon=30`.
 
 The dynamics model regresses the next latent (its mean), as the pixel generator's one Euler step
-from `sigma_max` does. With ``snap=true`` each generated latent is decoded to uint8 and encoded
+from `sigma_max` does. Its rollouts are told a context noise level of 0.02 (the pixel generator's
+sampling setting) but, unlike the pixel sampler, add none. With ``snap=true`` each generated latent is decoded to uint8 and encoded
 again before it becomes context, which puts it back on the codec's manifold of real frames.
 
 Usage: ``python benchmarks/latent_generator.py [codec_minutes=10] [dynamics_minutes=35]
@@ -141,7 +142,7 @@ def main(argv: list[str]) -> None:
     first = np.cumsum([0] + [len(e.frames) for e in eps[:-1]])
     ends = [(f, f + len(e.frames)) for f, e in zip(first, eps, strict=True)]
     index = np.concatenate([np.arange(f + K - 1, end - 1) for f, end in ends])
-    episode_of = np.concatenate([np.full(end - 1 - (f + K - 1), i) for i, (f, end) in enumerate(ends)])
+    episode_of = np.repeat(np.arange(len(eps)), [max(end - 1 - (f + K - 1), 0) for f, end in ends])
     actions = torch.from_numpy(np.concatenate([np.concatenate([e.actions, e.actions[-1:]]) for e in eps]))
     captions = [e.caption for e in eps]
     model = LatentDynamics(PromptTokenizer.from_captions(captions))

@@ -141,7 +141,8 @@ def build_model_config(
 
 
 # The model settings a fine-tuning takes from its own run rather than from its checkpoint: where the
-# training noise levels fall (``sigma_data``, the scale they are relative to, stays the checkpoint's).
+# training noise levels fall. ``sigma_data``, the signal scale of the preconditioning, stays the
+# checkpoint's, as does everything else.
 TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 
 
@@ -296,7 +297,10 @@ def train(run: RunConfig) -> Path:
             model_cfg.clock_frames = run.model.clock_frames  # the one thing fine-tuning may add
         # The noise levels training draws are a training setting, not the architecture: the run's own.
         for name in TRAINING_NOISE_SETTINGS:
-            setattr(model_cfg.edm, name, getattr(run.model.edm, name))
+            was, now = getattr(model_cfg.edm, name), getattr(run.model.edm, name)
+            if was != now and rank == 0:
+                print(f"fine-tuning with model.edm.{name}={now} ({cfg.init} was trained with {was})", flush=True)
+            setattr(model_cfg.edm, name, now)
     context = model_cfg.context if model_cfg is not None else run.model.context
 
     # ---- data ------------------------------------------------------------------------------------
