@@ -299,7 +299,9 @@ def train(run: RunConfig) -> Path:
         for name in TRAINING_NOISE_SETTINGS:
             was, now = getattr(model_cfg.edm, name), getattr(run.model.edm, name)
             if was != now and rank == 0:
-                print(f"fine-tuning with model.edm.{name}={now} ({cfg.init} was trained with {was})", flush=True)
+                print(
+                    f"fine-tuning with model.edm.{name}={now} ({cfg.init} was trained with {was})", flush=True
+                )
             setattr(model_cfg.edm, name, now)
     context = model_cfg.context if model_cfg is not None else run.model.context
 
