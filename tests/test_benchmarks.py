@@ -31,3 +31,22 @@ def test_latent_generator_study_trains_rolls_out_and_scores(tmp_path, monkeypatc
         assert 0.0 <= scores["kept_fraction"] <= 1.0
     names = set(load_file(weights))
     assert any(n.startswith("codec.") for n in names) and any(n.startswith("dynamics.") for n in names)
+
+
+def test_compounding_study_scores_mujocos_own_frames_as_perfect(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import compounding
+
+    from worldsim.checkpoints import load_world_model
+    from worldsim.evaluate import make_episodes
+
+    model = load_world_model(None, "balls", "cpu")
+    eps = make_episodes("balls", "id", 2, 3, model.cfg.context, 1000, (64, 64))
+    made = compounding.teacher_forced(model, eps, 3)
+    assert made.shape == (2, 3, 64, 64, 3) and made.dtype == np.uint8
+    truth = [e.frames[model.cfg.context :] for e in eps]
+    perfect = compounding.object_losses(eps, truth, model.cfg.context)
+    assert perfect["lost_share"] == 0.0 and perfect["found_centroid_error_px"] == 0.0
+    blank = [np.broadcast_to(e.frames[0, :1, :1], f.shape).copy() for e, f in zip(eps, truth, strict=True)]
+    nothing = compounding.object_losses(eps, blank, model.cfg.context)
+    assert nothing["lost_share"] == 1.0 and nothing["found_centroid_error_px"] is None
