@@ -24,7 +24,7 @@ class EDMConfig:
     sigma_min: float = 0.002
     sigma_max: float = 5.0
     rho: float = 7.0
-    sigma_max_prob: float = 0.0  # share of training samples at exactly sigma_max: the first sampling step
+    sigma_max_prob: float = 0.5  # share of training samples at exactly sigma_max: the first sampling step
 
 
 def preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:
