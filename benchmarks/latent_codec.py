@@ -70,20 +70,16 @@ def _frames(path: str, episodes: int) -> tuple[np.ndarray, list]:
     return np.concatenate([e.frames for e in eps]), eps
 
 
-def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv)
-    minutes = float(args.get("minutes", 10))
-    torch.manual_seed(0)
-    train, _ = _frames(args.get("data", "data/balls"), int(args.get("episodes", 200)))
-    _, val_eps = _frames(args.get("val", "data/balls_val"), 16)
-    codec = Codec(latent=int(args.get("latent", 8)))
-    params = sum(p.numel() for p in codec.parameters())
+def train_codec(
+    frames: np.ndarray, minutes: float, rng: np.random.Generator, latent: int = 8
+) -> tuple[Codec, int]:
+    """A codec trained on ``frames`` for ``minutes`` of wall-clock, in eval mode, and its step count."""
+    codec = Codec(latent=latent)
     opt = torch.optim.AdamW(codec.parameters(), lr=1e-3)
-    background = torch.from_numpy(np.median(train[:: max(1, len(train) // 2000)], axis=0).astype(np.uint8))
-    rng = np.random.default_rng(0)
+    background = torch.from_numpy(np.median(frames[:: max(1, len(frames) // 2000)], axis=0).astype(np.uint8))
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < 60 * minutes:
-        batch = torch.from_numpy(train[rng.integers(0, len(train), 32)])
+        batch = torch.from_numpy(frames[rng.integers(0, len(frames), 32)])
         x = to_float(batch)
         # Objects are a few percent of the pixels: weight pixels that differ from the empty scene.
         weight = 1.0 + 20.0 * ((batch.int() - background.int()).abs().amax(-1) > 6).float()[:, None]
@@ -92,8 +88,19 @@ def main(argv: list[str]) -> None:
         loss.backward()
         opt.step()
         steps += 1
+    return codec.eval(), steps
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    minutes = float(args.get("minutes", 10))
+    torch.manual_seed(0)
+    train, _ = _frames(args.get("data", "data/balls"), int(args.get("episodes", 200)))
+    _, val_eps = _frames(args.get("val", "data/balls_val"), 16)
+    start = time.perf_counter()
+    codec, steps = train_codec(train, minutes, np.random.default_rng(0), latent=int(args.get("latent", 8)))
     train_s = time.perf_counter() - start
-    codec.eval()
+    params = sum(p.numel() for p in codec.parameters())
     errors, lost, shown, db = [], 0, 0, []
     with torch.no_grad():
         for e in val_eps:

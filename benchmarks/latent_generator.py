@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from latent_codec import Codec
+from latent_codec import Codec, train_codec
 from safetensors.torch import save_file
 from torch import nn
 
@@ -83,24 +83,6 @@ def trimmed(ids: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torc
     """Drop the padding every prompt has (the tokenizer pads to 128 tokens; captions use about 30)."""
     length = int((ids != 0).sum(1).max())
     return ids[:, :length], values[:, :length]
-
-
-def train_codec(frames: np.ndarray, minutes: float, rng: np.random.Generator) -> tuple[Codec, int]:
-    """As ``latent_codec.py`` trains it: L1 weighted 21x on pixels that differ from the empty scene."""
-    codec = Codec()
-    opt = torch.optim.AdamW(codec.parameters(), lr=1e-3)
-    background = torch.from_numpy(np.median(frames[:: max(1, len(frames) // 2000)], axis=0).astype(np.uint8))
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < 60 * minutes:
-        batch = torch.from_numpy(frames[rng.integers(0, len(frames), 32)])
-        x = to_float(batch)
-        weight = 1.0 + 20.0 * ((batch.int() - background.int()).abs().amax(-1) > 6).float()[:, None]
-        loss = ((codec(x) - x).abs() * weight).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        steps += 1
-    return codec.eval(), steps
 
 
 @torch.no_grad()
