@@ -316,3 +316,103 @@ def test_a_clock_needs_the_frame_index_and_fine_tuning_may_add_one(tmp_path):
     narrower.unet.channels = [16, 16]  # another architecture is still refused
     with pytest.raises(CheckpointError, match="do not fit"):
         load_init(load_checkpoint(path), WorldModel(narrower))
+
+
+def _square_scene(shifts: list[int], size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Still contexts of a red square on the backdrop; in row i's next frame it has moved
+    ``shifts[i]`` px right. ``(context uint8[B,2,H,W,3], next uint8[B,H,W,3])``."""
+    from worldsim.scenes.colours import rgb_uint8
+
+    ctx = np.zeros((len(shifts), 2, size, size, 3), np.uint8)
+    ctx[:] = rgb_uint8("backdrop")
+    nxt = ctx[:, -1].copy()
+    ctx[:, :, 12:18, 6:12] = rgb_uint8("red")
+    for i, s in enumerate(shifts):
+        nxt[i, 12:18, 6 + s : 12 + s] = rgb_uint8("red")
+    return torch.from_numpy(ctx), torch.from_numpy(nxt)
+
+
+def _square_palette():
+    from worldsim.metrics.objects import Palette
+
+    return Palette.build([("square", 1, ["red"])], ["backdrop"])
+
+
+def test_a_warp_moves_flat_colours_whole_and_makes_no_new_ones():
+    from worldsim.model.warp import warp_backward
+
+    ctx, nxt = _square_scene([5])
+    last = to_float(ctx[:, -1])
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 0, 10:20, 9:19] = 5.0  # 5 px right over the square's next place, dilated
+    moved = warp_backward(last, flow)
+    assert torch.equal(moved[:, :, :, 12:], to_float(nxt)[:, :, :, 12:])  # the square, where it went
+    assert torch.equal(moved[:, :, :, :6], last[:, :, :, :6])  # what stands still is copied
+    colours = lambda x: set(map(tuple, x.permute(0, 2, 3, 1).reshape(-1, 3).tolist()))  # noqa: E731
+    assert colours(moved) <= colours(last)
+    with pytest.raises(ValueError, match="flow"):
+        warp_backward(last, flow[:, :1])
+
+
+def test_object_flow_is_each_object_s_centroid_motion_over_its_next_place():
+    from worldsim.model.warp import warp_backward
+    from worldsim.train.flow import DILATE_PX, SCENERY_WEIGHT, object_flow
+
+    ctx, nxt = _square_scene([4, 0])
+    pal = _square_palette()
+    flow, weight = object_flow(ctx[:, -1].numpy(), nxt.numpy(), [pal, None])
+    region = np.zeros((32, 32), bool)
+    region[12 - DILATE_PX : 18 + DILATE_PX, 10 - DILATE_PX : 16 + DILATE_PX] = True
+    np.testing.assert_allclose(flow[0, 0][region], 4.0)
+    assert np.all(flow[0, 0][~region] == 0) and np.all(flow[:, 1] == 0) and np.all(flow[1] == 0)
+    assert np.all(weight[0, 0][region] == 1) and np.all(weight[0, 0][~region] == SCENERY_WEIGHT)
+    assert np.all(weight[1] == SCENERY_WEIGHT)  # a row without a palette: nothing moves
+    moved = warp_backward(to_float(ctx[:1, -1]), torch.from_numpy(flow[:1]))
+    # the true warp makes the square's next place; what it uncovers is left to the change
+    assert torch.equal(moved[0, :, :, 10:], to_float(nxt[0])[:, :, 10:])
+
+
+def test_a_flow_moves_an_unsure_square_whole():
+    """The square moves 2 or 8 px, and nothing in the context says which. A model with a flow moves
+    it whole, still red and about its size, to a place between the two (the flow regresses the mean
+    motion; the change is learned on top of the true warp, so it does not blend the square back)."""
+    from worldsim.metrics.objects import extract_objects
+    from worldsim.train.flow import object_flow
+
+    ctx, nxt = _square_scene([2, 8] * 4)
+    acts, captions = torch.zeros(8, 2, 2), [CAPTIONS[0]] * 8
+    mask = torch.ones(8, 2, dtype=torch.bool)
+    pal = _square_palette()
+    flow, weight = (torch.from_numpy(a) for a in object_flow(ctx[:, -1].numpy(), nxt.numpy(), [pal] * 8))
+    torch.manual_seed(0)
+    cfg = tiny_config(sampling_steps=1, sampling_context_noise=0.0, flow_channels=[16, 16])
+    cfg.edm.sigma_data = float((to_float(nxt) - to_float(ctx[:, -1])).std())
+    model = fit(WorldModel(cfg), ctx, acts, nxt, captions, mask, 200, flow_target=flow, flow_weight=weight)
+    pred = model.predict_next(
+        ctx, acts, model.encode_prompts(captions), generator=torch.Generator().manual_seed(0)
+    )
+    found = extract_objects(pred.numpy(), pal)
+    assert np.all(found.count_px[:, 0] >= 0.75 * 36) and np.all(found.count_px[:, 0] <= 1.5 * 36), (
+        found.count_px
+    )
+    moved = found.centroid_px[:, 0, 0] - 9.0  # the square's centre was at u = 9
+    assert np.all((moved > 2.5) & (moved < 7.5)), moved
+
+
+def test_a_flow_needs_its_target_and_fine_tuning_may_add_one(tmp_path):
+    from worldsim.train.loop import load_init
+
+    ctx, acts, target = moving_square_batch()
+    captions, mask = [CAPTIONS[0]] * 4, torch.ones(4, 2, dtype=torch.bool)
+    flowing = WorldModel(tiny_config(flow_channels=[16, 16]))
+    with pytest.raises(ValueError, match="flow_target"):
+        flowing.loss(ctx, acts, target, captions, mask)
+    plain = WorldModel(tiny_config()).eval()
+    path = save_checkpoint(tmp_path / "ckpt", plain, plain.cfg.to_dict(), family="balls", frame_size=(32, 32))
+    load_init(load_checkpoint(path), flowing.eval())
+    prompt = plain.encode_prompts(captions)
+    want = plain.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1))
+    got = flowing.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(got, want)  # no motion yet, and the warped frame's weights are zero
+    with pytest.raises(ValueError, match="target='delta'"):
+        WorldModel(tiny_config(flow_channels=[16, 16], target="frame"))

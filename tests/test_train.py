@@ -270,6 +270,22 @@ def test_fine_tuning_may_add_a_clock_but_not_change_one(tiny_data, tmp_path):
         train(again)
 
 
+def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_data, tmp_path):
+    first = train(tiny_run(tiny_data, tmp_path / "first", steps=3))
+    run = tiny_run(tiny_data, tmp_path / "flowing", steps=4, init=str(first), motion_share=1.0)
+    run.model.flow_channels = [8, 8]
+    flowing = load_checkpoint(train(run))
+    plain = load_checkpoint(first)
+    assert flowing.config["flow_channels"] == [8, 8]
+    stem, was = flowing.state_dict["unet.stem.weight"], plain.state_dict["unet.stem.weight"]
+    assert stem.shape[1] == was.shape[1] + 3 * 2 * 2  # the warped frame, unshuffled, joins the input
+    assert flowing.state_dict["flow_net.head.weight"].abs().sum() > 0  # it moved off zero: it learned
+    again = tiny_run(tiny_data, tmp_path / "again", steps=1, init=str(flowing.path))
+    again.model.flow_channels = [16, 16]
+    with pytest.raises(ValueError, match="keeps it"):
+        train(again)
+
+
 @pytest.mark.parametrize(
     "bad",
     [{"frame_loss": "l3"}, {"huber_c": 0.0}, {"rollout_share": 1.5}, {"rollout_share": 0.01}],

@@ -22,6 +22,13 @@ Design choices, each measured on Balls (see the README):
   the view at a time the prompt sets (Drive's pedestrian starts crossing at ``start`` seconds, at
   ``x`` metres down the road) cannot be timed from the last K frames alone, and a model that cannot
   time it draws its mean: nothing.
+- A generator may move the last frame's pixels by a predicted displacement field before drawing the
+  change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it is unsure of
+  then moves whole, to its mean position, instead of blending into the places it may be, and what
+  stands still is copied exactly. The field is learned from the objects' centroid motion
+  (``worldsim.train.flow``); the change is learned on top of the frame warped by that *true* field,
+  so it learns to clear what a move uncovers and to add what a warp cannot make, never to move an
+  object itself (learned on the predicted field, it would learn to blend an unsure object again).
 - Sampling may run the U-Net in bfloat16 (``sampling_precision``): on a CPU with bf16 units it
   halves the cost of a step, and the frames it makes are scored like float32's (README). Where
   bfloat16 is not native, sampling runs in float32.
@@ -40,6 +47,7 @@ from worldsim.model.edm import EDMConfig, draw_training_noise, sample, training_
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
+from worldsim.model.warp import warp_backward
 
 
 @dataclass
@@ -62,6 +70,7 @@ class WorldModelConfig:
     sampling_precision: str = "float32"  # "float32" or "bfloat16": the U-Net's arithmetic when sampling
     context_differences: bool = True  # also feed f_t - f_(t-1) of the context: motion, ready-made
     clock_frames: int = 0  # > 0: told the index of the frame it makes, saturating at this many frames
+    flow_channels: list[int] = field(default_factory=list)  # non-empty: a flow U-Net of these widths warps
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -106,6 +115,14 @@ def bfloat16_is_fast(device: torch.device) -> bool:
 
 CLOCK_HARMONICS = 8
 
+FLOW_SCALE_PX = 8.0
+"""The flow U-Net's output times this is the displacement in pixels: a step's motion is a few pixels
+(Balls' fastest drops move about 10), so the network works at unit scale."""
+
+FLOW_LOSS_WEIGHT = 0.1
+"""Weight of the flow's error (squared pixels) beside the frame loss. The flow U-Net has weights of its
+own, which Adam steps alike at any weight; this sets how much the flow moves the shared conditioning."""
+
 
 def clock_features(frame_index: torch.Tensor, clock_frames: int) -> torch.Tensor:
     """``[B]`` frame indices to ``[B, 1 + 2 * CLOCK_HARMONICS]`` features of the episode's time, which
@@ -149,12 +166,31 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.tokenizer = PromptTokenizer(cfg.vocab, cfg.prompt.max_tokens)
         cfg.prompt.vocab_size = len(cfg.vocab)
-        cfg.unet.in_channels = 3 * (cfg.context + 1) + (
-            3 * (cfg.context - 1) if cfg.context_differences else 0
-        )
+        context_channels = 3 * cfg.context + (3 * (cfg.context - 1) if cfg.context_differences else 0)
+        # noisy change, context (and its differences), and the warped last frame when there is a flow
+        cfg.unet.in_channels = 3 + context_channels + (3 if cfg.flow_channels else 0)
         cfg.unet.cond_dim = cfg.cond_dim
         self.prompt_encoder = PromptEncoder(cfg.prompt)
         self.unet = UNet(cfg.unet)
+        if cfg.flow_channels:
+            if cfg.target != "delta":
+                raise ValueError(
+                    f"a flow needs target='delta' (the change on top of the warp), got {cfg.target!r}"
+                )
+            # Its head starts at zero: no motion, so the warp is the identity and a generator given a
+            # flow when fine-tuned starts as the function it was (``train.init``).
+            self.flow_net = UNet(
+                UNetConfig(
+                    in_channels=context_channels,
+                    out_channels=2,
+                    channels=list(cfg.flow_channels),
+                    blocks_per_level=1,
+                    attention=False,
+                    cond_dim=cfg.cond_dim,
+                    unshuffle=cfg.unet.unshuffle,
+                    groups=cfg.unet.groups,
+                )
+            )
         k = cfg.context
         cond_in = 64 + 32 + cfg.prompt.out_dim + k * cfg.action_dim + k
         self.cond_mlp = nn.Sequential(
@@ -220,26 +256,35 @@ class WorldModel(nn.Module):
             )
         return index
 
-    def _net(
-        self,
-        context: torch.Tensor,
-        ctx_sigma: torch.Tensor,
-        prompt,
-        actions,
-        context_mask,
-        frame_index: torch.Tensor | None = None,
-    ):
-        """The raw network ``F(x, c_noise)`` for fixed context and conditions, as EDM calls it."""
+    def _context_channels(self, context: torch.Tensor) -> torch.Tensor:
+        """The context as the networks read it: ``[B, K, 3, H, W]`` to ``[B, C, H, W]``."""
         ctx = context.flatten(1, 2)  # [B, K*3, H, W]
         if self.cfg.context_differences and self.cfg.context > 1:
             # Velocities are what a next frame depends on most; differences hand them to the first layer.
             ctx = torch.cat([ctx, (context[:, 1:] - context[:, :-1]).flatten(1, 2)], dim=1)
+        return ctx
+
+    def _flow(self, ctx: torch.Tensor, cond_args: tuple) -> torch.Tensor:
+        """The displacement field ``[B, 2, H, W]`` in pixels (u, v) from the context channels; it reads
+        the conditions as the denoiser does, at a fixed noise level."""
+        b = ctx.shape[0]
+        cond = self._cond(torch.zeros(b, device=ctx.device), *cond_args)
+        return FLOW_SCALE_PX * self.flow_net(ctx, cond).float()
+
+    def _net(
+        self,
+        ctx: torch.Tensor,
+        cond_args: tuple,
+        warped: torch.Tensor | None = None,
+    ):
+        """The raw network ``F(x, c_noise)`` for fixed context channels (``_context_channels``),
+        conditions ``(ctx_sigma, prompt, actions, context_mask, frame_index)`` and, with a flow, the
+        warped last frame, as EDM calls it."""
+        extra = ctx if warped is None else torch.cat([ctx, warped], dim=1)
 
         def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-            cond = self._cond(
-                c_noise.expand(x.shape[0]), ctx_sigma, prompt, actions, context_mask, frame_index
-            )
-            return self.unet(torch.cat([x, ctx], dim=1), cond)
+            cond = self._cond(c_noise.expand(x.shape[0]), *cond_args)
+            return self.unet(torch.cat([x, extra], dim=1), cond)
 
         return net
 
@@ -273,13 +318,18 @@ class WorldModel(nn.Module):
         huber_c: float = 0.03,
         undo_context_noise: bool = False,
         frame_index: torch.Tensor | None = None,
+        flow_target: torch.Tensor | None = None,
+        flow_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """EDM loss of the next frame. ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
+        """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
+        weighted mean squared error in pixels). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``,
         ``frame_index[B]`` the target's index in its episode (needed with a clock); ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
-        ``huber_c`` choose the error (``edm.training_loss``).
+        ``huber_c`` choose the error (``edm.training_loss``). A generator with a flow needs
+        ``flow_target[B,2,H,W]`` (the true displacement in pixels, ``train.flow.object_flow``) and
+        ``flow_weight[B,1,H,W]``; the change it learns is the one left after the true warp.
 
         ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
         frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
@@ -300,12 +350,26 @@ class WorldModel(nn.Module):
         ctx_sigma = noise["context_level"] * cfg.context_noise_max * noise["context_use"].float()
         noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * noise["context_noise"]
         ref = noisy_ctx[:, -1] if undo_context_noise else last
-        clean = target - ref if cfg.target == "delta" else target
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         index = self._frame_index(frame_index, b, device)
-        net = self._net(noisy_ctx, ctx_sigma, prompt, actions, context_mask, index)
+        cond_args = (ctx_sigma, prompt, actions, context_mask, index)
+        ctx = self._context_channels(noisy_ctx)
+        flow_loss, warped = None, None
+        if cfg.flow_channels:
+            if flow_target is None or flow_weight is None:
+                raise ValueError(
+                    "this generator has a flow (flow_channels): pass flow_target and flow_weight"
+                )
+            flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
+            err = (self._flow(ctx, cond_args) - flow_target).square().sum(1, keepdim=True)
+            flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
+            warped = warp_backward(ref, flow_target)
+            ref = warped
+        clean = target - ref if cfg.target == "delta" else target
+        net = self._net(ctx, cond_args, warped)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
-        return training_loss(net, clean, cfg.edm, weight=weight, draws=draws, kind=kind, huber_c=huber_c)
+        frame = training_loss(net, clean, cfg.edm, weight=weight, draws=draws, kind=kind, huber_c=huber_c)
+        return frame if flow_loss is None else frame + FLOW_LOSS_WEIGHT * flow_loss
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -344,12 +408,18 @@ class WorldModel(nn.Module):
         if context_mask is None:
             context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
         index = self._frame_index(frame_index, b, device)
-        net = self._net(
-            context, ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index
-        )
+        cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index)
+        ctx = self._context_channels(context)
+        last = to_float(context_uint8[:, -1].to(device))
         shape = (b, 3, cfg.height, cfg.width)
         bf16 = check_precision(precision or cfg.sampling_precision) == "bfloat16" and bfloat16_is_fast(device)
+        base = last
+        if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                flow = self._flow(ctx, cond_args)
+            base = warp_backward(last, flow)  # in float32: bfloat16 coordinates are off by 0.1 px
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            net = self._net(ctx, cond_args, base if cfg.flow_channels else None)
             out = sample(
                 net,
                 shape,
@@ -358,14 +428,13 @@ class WorldModel(nn.Module):
                 device=device,
                 noise=noise["sample"].to(device),
             ).float()
-        last = to_float(context_uint8[:, -1].to(device))
-        delta = out if cfg.target == "delta" else out - last
+        delta = out if cfg.target == "delta" else out - base
         if cfg.min_change_levels > 0:
             # Scenes are flat colours: a real change of a pixel is a change of colour, tens of levels.
             # Smaller changes are the sampler's residual noise; left in, it accumulates into drift.
             moved = delta.abs().amax(dim=1, keepdim=True) >= cfg.min_change_levels / 127.5
             delta = delta * moved
-        return to_uint8(last + delta)
+        return to_uint8(base + delta)
 
     def draw_sampling_noise(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"

@@ -41,6 +41,7 @@ from worldsim.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from worldsim.train.flow import episode_palettes, object_flow
 from worldsim.train.rollouts import concat_batches, dealt_to_ranks, take_rows, with_own_rollouts
 
 
@@ -146,13 +147,26 @@ def build_model_config(
 TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 
 
+# What fine-tuning may add to a checkpoint's generator. Each starts as the function it was: the clock
+# input and the flow's head are zero, and the U-Net's weights on the warped frame (its last input
+# channels) start at zero.
+ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.")
+STEM = "unet.stem.weight"
+
+
 def load_init(init: Checkpoint, model: WorldModel) -> None:
-    """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except that a
-    model given a clock its checkpoint lacks keeps its clock input, which starts at zero."""
-    missing = set(model.state_dict()) - set(init.state_dict)
-    unexpected = set(init.state_dict) - set(model.state_dict())
-    only_clock = bool(missing) and not unexpected and all(k.startswith("clock_in.") for k in missing)
-    init.load_into(model, strict=not only_clock)  # anything else missing or misshapen raises
+    """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except what
+    ``ADDED_BY_FINE_TUNING`` names, which keeps its starting (zero) value."""
+    state, own = dict(init.state_dict), model.state_dict()
+    adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
+    if adds_flow and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
+        extra = own[STEM].shape[1] - state[STEM].shape[1]
+        state[STEM] = torch.cat(
+            [state[STEM], own[STEM][:, -extra:].new_zeros(own[STEM][:, -extra:].shape)], 1
+        )
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    only_added = bool(missing) and not unexpected and all(k.startswith(ADDED_BY_FINE_TUNING) for k in missing)
+    replace(init, state_dict=state).load_into(model, strict=not only_added)  # anything else raises
 
 
 def with_first_frames(
@@ -198,8 +212,17 @@ def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarr
     return np.round(frames[idx].astype(np.float64).mean(0)).astype(np.uint8)
 
 
-def _slice(batch: Any, lo: int, hi: int) -> dict[str, Any]:
+def _slice(batch: Any, lo: int, hi: int, flow_from: Dataset | None = None) -> dict[str, Any]:
+    """Rows ``lo:hi`` of a batch as tensors; with ``flow_from`` (the dataset, for its episodes' palettes)
+    also the motion field a generator's flow learns (``worldsim.train.flow``)."""
+    flow = {}
+    if flow_from is not None:
+        real = batch.context_mask[lo:hi, -1]  # text-to-video rows have no motion to learn
+        palettes = episode_palettes(flow_from, batch.episode[lo:hi], real)
+        target, weight = object_flow(batch.context[lo:hi, -1], batch.targets[lo:hi, 0], palettes)
+        flow = {"flow_target": torch.from_numpy(target), "flow_weight": torch.from_numpy(weight)}
     return {
+        **flow,
         "context": torch.from_numpy(batch.context[lo:hi]),
         "actions": torch.from_numpy(batch.actions[lo:hi]),
         "target": torch.from_numpy(batch.targets[lo:hi, 0]),
@@ -236,6 +259,8 @@ def compute_losses(
         huber_c=huber_c,
         undo_context_noise=undo_context_noise,
         frame_index=b["frame_index"].to(device),
+        flow_target=b.get("flow_target"),
+        flow_weight=b.get("flow_weight"),
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -294,7 +319,14 @@ def train(run: RunConfig) -> Path:
                     f"{cfg.init} has a clock of {model_cfg.clock_frames} frames; fine-tuning keeps it "
                     f"(model.clock_frames={run.model.clock_frames} asks for another)"
                 )
-            model_cfg.clock_frames = run.model.clock_frames  # the one thing fine-tuning may add
+            model_cfg.clock_frames = run.model.clock_frames  # fine-tuning may add a clock
+        if run.model.flow_channels and list(run.model.flow_channels) != list(model_cfg.flow_channels):
+            if model_cfg.flow_channels:
+                raise ValueError(
+                    f"{cfg.init} has a flow of widths {model_cfg.flow_channels}; fine-tuning keeps it "
+                    f"(model.flow_channels={list(run.model.flow_channels)} asks for another)"
+                )
+            model_cfg.flow_channels = list(run.model.flow_channels)  # and a flow
         # The noise levels training draws are a training setting, not the architecture: the run's own.
         for name in TRAINING_NOISE_SETTINGS:
             was, now = getattr(model_cfg.edm, name), getattr(run.model.edm, name)
@@ -395,7 +427,12 @@ def train(run: RunConfig) -> Path:
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         noise = {k: v[lo:hi] for k, v in noise.items()}
         losses = compute_losses(
-            model, _slice(batch, lo, hi), noise, cfg.frame_loss, cfg.huber_c, cfg.undo_context_noise
+            model,
+            _slice(batch, lo, hi, dataset if model_cfg.flow_channels else None),
+            noise,
+            cfg.frame_loss,
+            cfg.huber_c,
+            cfg.undo_context_noise,
         )
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
