@@ -338,37 +338,43 @@ def _square_palette():
     return Palette.build([("square", 1, ["red"])], ["backdrop"])
 
 
-def test_a_warp_moves_flat_colours_whole_and_makes_no_new_ones():
-    from worldsim.model.warp import warp_backward
+def test_a_warp_moves_flat_colours_whole_and_leaves_a_hole_behind():
+    from worldsim.model.warp import HOLE, smooth_flow, warp
 
-    ctx, nxt = _square_scene([5])
+    ctx, nxt = _square_scene([3])
     last = to_float(ctx[:, -1])
     flow = torch.zeros(1, 2, 32, 32)
-    flow[:, 0, 10:20, 9:19] = 5.0  # 5 px right over the square's next place, dilated
-    moved = warp_backward(last, flow)
-    assert torch.equal(moved[:, :, :, 12:], to_float(nxt)[:, :, :, 12:])  # the square, where it went
+    flow[:, 0, 12:18, 6:12] = 3.0  # 3 px right, where the square is now
+    flow[:, 0, 14, 8] = 3.4  # a predicted field is not quite uniform: smoothed within the colour
+    flow[:, 0, 0, 0] = 0.4  # a slight drift of the backdrop rounds to no move
+    moved = warp(last, flow)
+    assert torch.equal(moved[:, :, :, 9:], to_float(nxt)[:, :, :, 9:])  # the square, whole, where it went
     assert torch.equal(moved[:, :, :, :6], last[:, :, :, :6])  # what stands still is copied
+    assert torch.all(moved[:, :, 12:18, 6:9] == HOLE)  # where it was: a hole for the change to fill
     colours = lambda x: set(map(tuple, x.permute(0, 2, 3, 1).reshape(-1, 3).tolist()))  # noqa: E731
-    assert colours(moved) <= colours(last)
+    assert colours(moved) <= colours(last) | {(HOLE,) * 3}
+    edge = torch.zeros(1, 2, 32, 32)
+    edge[:, 0, 12:18, 4:12] = 3.0  # the field spills onto the backdrop: smoothing keeps it there
+    assert smooth_flow(edge, last)[0, 0, 14, 4] < 3.0 and smooth_flow(edge, last)[0, 0, 14, 7] == 3.0
     with pytest.raises(ValueError, match="flow"):
-        warp_backward(last, flow[:, :1])
+        warp(last, flow[:, :1])
 
 
-def test_object_flow_is_each_object_s_centroid_motion_over_its_next_place():
-    from worldsim.model.warp import warp_backward
-    from worldsim.train.flow import DILATE_PX, SCENERY_WEIGHT, object_flow
+def test_object_flow_is_each_object_s_centroid_motion_where_it_is_now():
+    from worldsim.model.warp import warp
+    from worldsim.train.flow import SCENERY_WEIGHT, object_flow
 
     ctx, nxt = _square_scene([4, 0])
     pal = _square_palette()
     flow, weight = object_flow(ctx[:, -1].numpy(), nxt.numpy(), [pal, None])
     region = np.zeros((32, 32), bool)
-    region[12 - DILATE_PX : 18 + DILATE_PX, 10 - DILATE_PX : 16 + DILATE_PX] = True
+    region[12:18, 6:12] = True
     np.testing.assert_allclose(flow[0, 0][region], 4.0)
     assert np.all(flow[0, 0][~region] == 0) and np.all(flow[:, 1] == 0) and np.all(flow[1] == 0)
     assert np.all(weight[0, 0][region] == 1) and np.all(weight[0, 0][~region] == SCENERY_WEIGHT)
     assert np.all(weight[1] == SCENERY_WEIGHT)  # a row without a palette: nothing moves
-    moved = warp_backward(to_float(ctx[:1, -1]), torch.from_numpy(flow[:1]))
-    # the true warp makes the square's next place; what it uncovers is left to the change
+    moved = warp(to_float(ctx[:1, -1]), torch.from_numpy(flow[:1]))
+    # the true warp makes the square's next place; the hole it leaves is left to the change
     assert torch.equal(moved[0, :, :, 10:], to_float(nxt[0])[:, :, 10:])
 
 

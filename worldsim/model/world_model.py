@@ -22,13 +22,13 @@ Design choices, each measured on Balls (see the README):
   the view at a time the prompt sets (Drive's pedestrian starts crossing at ``start`` seconds, at
   ``x`` metres down the road) cannot be timed from the last K frames alone, and a model that cannot
   time it draws its mean: nothing.
-- A generator may move the last frame's pixels by a predicted displacement field before drawing the
-  change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it is unsure of
-  then moves whole, to its mean position, instead of blending into the places it may be, and what
-  stands still is copied exactly. The field is learned from the objects' centroid motion
-  (``worldsim.train.flow``); the change is learned on top of the frame warped by that *true* field,
-  so it learns to clear what a move uncovers and to add what a warp cannot make, never to move an
-  object itself (learned on the predicted field, it would learn to blend an unsure object again).
+- A generator may move the last frame's pixels by a predicted forward displacement field before
+  drawing the change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it
+  is unsure of then moves whole, to its mean position, instead of blending into the places it may
+  be, and what stands still is copied exactly. The field is learned from the objects' centroid
+  motion (``worldsim.train.flow``); the change is learned on top of the frame warped by that *true*
+  field, so it learns to fill the holes a move leaves and to add what a warp cannot make, never to
+  move an object itself (learned on the predicted field, it would learn to blend an unsure object).
 - Sampling may run the U-Net in bfloat16 (``sampling_precision``): on a CPU with bf16 units it
   halves the cost of a step, and the frames it makes are scored like float32's (README). Where
   bfloat16 is not native, sampling runs in float32.
@@ -47,7 +47,7 @@ from worldsim.model.edm import EDMConfig, draw_training_noise, sample, training_
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
-from worldsim.model.warp import warp_backward
+from worldsim.model.warp import warp
 
 
 @dataclass
@@ -363,7 +363,7 @@ class WorldModel(nn.Module):
             flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
             err = (self._flow(ctx, cond_args) - flow_target).square().sum(1, keepdim=True)
             flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
-            warped = warp_backward(ref, flow_target)
+            warped = warp(ref, flow_target)
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped)
@@ -417,7 +417,7 @@ class WorldModel(nn.Module):
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 flow = self._flow(ctx, cond_args)
-            base = warp_backward(last, flow)  # in float32: bfloat16 coordinates are off by 0.1 px
+            base = warp(last, flow)  # in float32: bfloat16 rounds a 60 px coordinate by up to 0.25
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None)
             out = sample(

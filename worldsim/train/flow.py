@@ -1,10 +1,12 @@
-"""What a generator's flow learns from: each object's centroid motion, painted on its next position.
+"""What a generator's flow learns from: each object's centroid motion, painted where it is now.
 
 The datasets hold frames, not motion fields; but every object of a worldsim scene is one flat colour
 the colour extractor finds (``worldsim.metrics.objects``), so an object's displacement over a step is
-the move of its centroid. Painted over the object's mask in the *next* frame (dilated, so the edge of
-the field lies on background both ways), it is the backward field that carries the object whole.
-Scenery is given no motion, at a low weight: what an object uncovers is the change's job.
+the move of its centroid. Painted over the object's mask in the *last* frame, it is the forward field
+that carries the object whole (``worldsim.model.warp``). Scenery is given no motion, at a low
+weight: what an object uncovers is the change's job. (The mask is not dilated: scenery pixels around
+an object moved with it would, once the field is smoothed within each colour, move part of the way
+and land over the object.)
 """
 
 from __future__ import annotations
@@ -17,25 +19,8 @@ import numpy as np
 
 from worldsim.metrics.objects import MIN_VISIBLE_PX, Palette, object_masks, palette_for
 
-DILATE_PX = 2
-"""The field reaches this far past an object's next mask: a field a few pixels off at the edge then
-still moves only background into background."""
-
 SCENERY_WEIGHT = 0.05
 """Weight of the zero motion asked of every pixel outside the objects' (dilated) next masks."""
-
-
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Square dilation of boolean maps ``[..., H, W]`` by ``r`` pixels."""
-    out = mask.copy()
-    h, w = mask.shape[-2:]
-    for dv in range(-r, r + 1):
-        for du in range(-r, r + 1):
-            if dv == du == 0:
-                continue
-            src = mask[..., max(-dv, 0) : h - max(dv, 0), max(-du, 0) : w - max(du, 0)]
-            out[..., max(dv, 0) : h - max(-dv, 0), max(du, 0) : w - max(-du, 0)] |= src
-    return out
 
 
 def _centroids(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,13 +36,13 @@ def _centroids(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def object_flow(
     last_uint8: np.ndarray, next_uint8: np.ndarray, palettes: Sequence[Palette | None]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The backward motion field ``float32[B, 2, H, W]`` (pixels, u then v) from ``last_uint8[B, H, W, 3]``
+    """The forward motion field ``float32[B, 2, H, W]`` (pixels, u then v) from ``last_uint8[B, H, W, 3]``
     to ``next_uint8[B, H, W, 3]``, and its weight ``float32[B, 1, H, W]``. ``palettes[b]`` is row b's
     scene palette, or None for a row with no motion to learn (a text-to-video row: its "last frame"
     is the empty frame), which gets zero motion at the scenery weight everywhere.
 
-    An object seen in both frames moves by the change of its centroid, over its next mask dilated by
-    ``DILATE_PX`` (weight 1); every other pixel stays (weight ``SCENERY_WEIGHT``). Where two objects'
+    An object seen in both frames moves by the change of its centroid, over its mask in the last
+    frame (weight 1); every other pixel stays (weight ``SCENERY_WEIGHT``). Where two objects'
     regions overlap, the one later in the palette wins.
     """
     last, nxt = np.asarray(last_uint8), np.asarray(next_uint8)
@@ -74,10 +59,9 @@ def object_flow(
             continue
         masks = object_masks(np.stack([last[row], nxt[row]]), palette)  # [2, N, H, W]
         centre, seen = _centroids(masks)
-        regions = _dilate(masks[1], DILATE_PX)
         for k in range(palette.n_objects):
             if seen[0, k] and seen[1, k]:
-                region = regions[k]
+                region = masks[0, k]
                 flow[row, :, region] = (centre[1, k] - centre[0, k]).astype(np.float32)
                 weight[row, 0, region] = 1.0
     return flow, weight
