@@ -16,7 +16,6 @@ lives on pixels the model sees, and its mean over an object's possible moves is 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 HOLE = 0.0
 """What a pixel an object moved away from (and nothing moved onto) holds before the change is drawn:
@@ -31,24 +30,42 @@ def _check(frames: torch.Tensor, flow_px: torch.Tensor) -> None:
         )
 
 
-def smooth_flow(
-    flow_px: torch.Tensor, frames: torch.Tensor, radius: int = 1, tol: float = 0.05
+def region_mean_flow(
+    flow_px: torch.Tensor, frames: torch.Tensor, tol: float = 0.05, reach: int = 24
 ) -> torch.Tensor:
-    """Each pixel's flow averaged over the pixels of its own colour within ``radius``.
+    """Each pixel's flow replaced by the mean flow of its region: the pixels of its colour connected to
+    it (4-neighbours, colours within ``tol``), found up to ``reach`` pixels away.
 
-    A predicted field varies a little across an object; rounded per pixel, neighbours of one object
-    would land a pixel apart and crack it. Averaged over the object's own colour, the field is near
-    uniform on it, and the averaging never crosses into a differently coloured neighbour.
+    A predicted field varies a little across an object; rounded per pixel, neighbours would land a
+    pixel apart and crack it into rings (measured: balls shredded within 2 steps). With one mean per
+    region, an object of one flat colour moves as one, by one whole-pixel step; the backdrop, one
+    vast region, moves by the mean of a field that is zero nearly everywhere on it, which is none.
     """
     _check(frames, flow_px)
-    b, c, h, w = frames.shape
-    k = 2 * radius + 1
-    cols = F.unfold(frames, k, padding=radius).view(b, c, k * k, h * w)
-    inside = F.unfold(torch.ones(1, 1, h, w, dtype=frames.dtype, device=frames.device), k, padding=radius)
-    same = ((cols - frames.reshape(b, c, 1, h * w)).abs().amax(1) < tol) & (inside.view(1, k * k, h * w) > 0)
-    flows = F.unfold(flow_px, k, padding=radius).view(b, 2, k * k, h * w)
-    same = same[:, None].to(flow_px.dtype)
-    return ((flows * same).sum(2) / same.sum(2).clamp_min(1.0)).view(b, 2, h, w)
+    b, _, h, w = frames.shape
+    right = (frames[..., :, 1:] - frames[..., :, :-1]).abs().amax(1) < tol  # [B, H, W-1]: same colour
+    down = (frames[..., 1:, :] - frames[..., :-1, :]).abs().amax(1) < tol  # [B, H-1, W]
+    labels = torch.arange(h * w, device=frames.device).view(1, h, w).repeat(b, 1, 1)
+    for _ in range(reach):  # each pass carries a region's largest label at least a pixel further
+        labels[..., :, :-1] = torch.where(
+            right, torch.maximum(labels[..., :, :-1], labels[..., :, 1:]), labels[..., :, :-1]
+        )
+        labels[..., :, 1:] = torch.where(
+            right, torch.maximum(labels[..., :, 1:], labels[..., :, :-1]), labels[..., :, 1:]
+        )
+        labels[..., :-1, :] = torch.where(
+            down, torch.maximum(labels[..., :-1, :], labels[..., 1:, :]), labels[..., :-1, :]
+        )
+        labels[..., 1:, :] = torch.where(
+            down, torch.maximum(labels[..., 1:, :], labels[..., :-1, :]), labels[..., 1:, :]
+        )
+    region = (torch.arange(b, device=frames.device).view(b, 1, 1) * (h * w) + labels).view(-1)
+    flows = flow_px.permute(0, 2, 3, 1).reshape(-1, 2)
+    sums = torch.zeros_like(flows).index_add_(0, region, flows)
+    counts = torch.zeros(len(flows), device=flows.device, dtype=flows.dtype).index_add_(
+        0, region, torch.ones_like(flows[:, 0])
+    )
+    return (sums[region] / counts[region, None]).view(b, h, w, 2).permute(0, 3, 1, 2)
 
 
 def splat_forward(frames: torch.Tensor, flow_px: torch.Tensor, hole: float = HOLE) -> torch.Tensor:
@@ -77,5 +94,5 @@ def splat_forward(frames: torch.Tensor, flow_px: torch.Tensor, hole: float = HOL
 
 
 def warp(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
-    """The generator's warp: ``frames`` splatted forward by ``flow_px`` smoothed within each colour."""
-    return splat_forward(frames, smooth_flow(flow_px, frames))
+    """The generator's warp: ``frames`` splatted forward by ``flow_px`` averaged over each region."""
+    return splat_forward(frames, region_mean_flow(flow_px, frames))
