@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 HOLE = 0.0
-"""What a pixel an object moved away from (and nothing moved onto) holds before the change is drawn:
-mid grey in [-1, 1], a value no scene draws, so the change can tell a hole from the scene behind."""
+"""What a pixel an object moved away from (and nothing moved onto) holds until it is filled: mid grey
+in [-1, 1], a value no scene draws."""
 
 
 def _check(frames: torch.Tensor, flow_px: torch.Tensor) -> None:
@@ -30,11 +30,42 @@ def _check(frames: torch.Tensor, flow_px: torch.Tensor) -> None:
         )
 
 
-def region_mean_flow(
-    flow_px: torch.Tensor, frames: torch.Tensor, tol: float = 0.05, reach: int = 24
-) -> torch.Tensor:
-    """Each pixel's flow replaced by the mean flow of its region: the pixels of its colour connected to
-    it (4-neighbours, colours within ``tol``), found up to ``reach`` pixels away.
+def _spread_along_runs(labels: torch.Tensor, same_next: torch.Tensor) -> torch.Tensor:
+    """Give every run of same-coloured pixels along the last axis the largest label in it.
+    ``labels[..., N]``; ``same_next[..., N-1]`` True where a pixel has its successor's colour."""
+    starts = torch.ones_like(labels, dtype=torch.bool)
+    starts[..., 1:] = ~same_next
+    run = starts.reshape(-1).cumsum(0) - 1  # a global index per run, in memory order
+    flat = labels.reshape(-1)
+    best = torch.full((int(run[-1]) + 1,), -1, dtype=labels.dtype, device=labels.device)
+    best = best.scatter_reduce(0, run, flat, reduce="amax")
+    return best[run].view_as(labels)
+
+
+def regions(frames: torch.Tensor, tol: float = 0.05) -> torch.Tensor:
+    """The region of every pixel, ``int64[B, H, W]``: pixels of one colour (within ``tol``) joined by
+    4-neighbours share a label, the largest flat index among them.
+
+    Each pass gives every horizontal run of one colour its largest label, then every vertical run:
+    a label crosses a whole run per pass, so a region settles in about as many passes as it has
+    turns (a handful for the scenes' shapes), not as many as it has pixels across.
+    """
+    b, _, h, w = frames.shape
+    right = (frames[..., :, 1:] - frames[..., :, :-1]).abs().amax(1) < tol  # [B, H, W-1]: same colour
+    down = (frames[..., 1:, :] - frames[..., :-1, :]).abs().amax(1) < tol  # [B, H-1, W]
+    labels = torch.arange(h * w, device=frames.device).view(1, h, w).repeat(b, 1, 1)
+    down_t = down.transpose(1, 2).contiguous()
+    for _ in range(h * w):  # ends when nothing changes; each pass that changes a label raises it
+        before = labels
+        labels = _spread_along_runs(labels, right)
+        labels = _spread_along_runs(labels.transpose(1, 2).contiguous(), down_t).transpose(1, 2).contiguous()
+        if torch.equal(labels, before):
+            break
+    return labels
+
+
+def region_mean_flow(flow_px: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Each pixel's flow replaced by the mean flow of its region (``regions``).
 
     A predicted field varies a little across an object; rounded per pixel, neighbours would land a
     pixel apart and crack it into rings (measured: balls shredded within 2 steps). With one mean per
@@ -43,39 +74,25 @@ def region_mean_flow(
     """
     _check(frames, flow_px)
     b, _, h, w = frames.shape
-    right = (frames[..., :, 1:] - frames[..., :, :-1]).abs().amax(1) < tol  # [B, H, W-1]: same colour
-    down = (frames[..., 1:, :] - frames[..., :-1, :]).abs().amax(1) < tol  # [B, H-1, W]
-    labels = torch.arange(h * w, device=frames.device).view(1, h, w).repeat(b, 1, 1)
-    for _ in range(reach):  # each pass carries a region's largest label at least a pixel further
-        labels[..., :, :-1] = torch.where(
-            right, torch.maximum(labels[..., :, :-1], labels[..., :, 1:]), labels[..., :, :-1]
-        )
-        labels[..., :, 1:] = torch.where(
-            right, torch.maximum(labels[..., :, 1:], labels[..., :, :-1]), labels[..., :, 1:]
-        )
-        labels[..., :-1, :] = torch.where(
-            down, torch.maximum(labels[..., :-1, :], labels[..., 1:, :]), labels[..., :-1, :]
-        )
-        labels[..., 1:, :] = torch.where(
-            down, torch.maximum(labels[..., 1:, :], labels[..., :-1, :]), labels[..., 1:, :]
-        )
-    region = (torch.arange(b, device=frames.device).view(b, 1, 1) * (h * w) + labels).view(-1)
+    region = (torch.arange(b, device=frames.device).view(b, 1, 1) * (h * w) + regions(frames)).view(-1)
     flows = flow_px.permute(0, 2, 3, 1).reshape(-1, 2)
     sums = torch.zeros_like(flows).index_add_(0, region, flows)
-    counts = torch.zeros(len(flows), device=flows.device, dtype=flows.dtype).index_add_(
-        0, region, torch.ones_like(flows[:, 0])
-    )
+    ones = torch.ones_like(flows[:, 0])
+    counts = torch.zeros_like(ones).index_add_(0, region, ones)
     return (sums[region] / counts[region, None]).view(b, h, w, 2).permute(0, 3, 1, 2)
 
 
-def splat_forward(frames: torch.Tensor, flow_px: torch.Tensor, hole: float = HOLE) -> torch.Tensor:
+def splat_forward(
+    frames: torch.Tensor, flow_px: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move every pixel of ``frames[B, C, H, W]`` by ``flow_px[B, 2, H, W]`` ((u, v) pixels, u to the
-    right, v down), rounded to whole pixels. Pixels with a zero move stay; a moving pixel leaves
-    ``hole`` behind unless another lands on it, and lands over whatever stands there (of two that
-    land on one place, one wins); pixels moved out of the frame are gone.
+    right, v down), rounded to whole pixels. Pixels with a zero move stay; a moving pixel lands over
+    whatever stands there (of two that land on one place, one wins) and leaves a hole behind unless
+    another lands on it; pixels moved out of the frame are gone.
 
-    Whole pixels, not bilinear splats: blending an object's edge into the background on every step
-    blurs it away over a long rollout; rounding keeps flat colours flat.
+    Returns the moved frames (holes hold ``HOLE``), the holes ``bool[B, H, W]`` and where pixels
+    landed ``bool[B, H, W]``. Whole pixels, not bilinear splats: blending an object's edge into the
+    background on every step blurs it away over a long rollout; rounding keeps flat colours flat.
     """
     _check(frames, flow_px)
     b, c, h, w = frames.shape
@@ -86,13 +103,49 @@ def splat_forward(frames: torch.Tensor, flow_px: torch.Tensor, hole: float = HOL
     )
     du, dv = u[None] + step[:, 0], v[None] + step[:, 1]
     lands = moving & (du >= 0) & (du < w) & (dv >= 0) & (dv < h)
-    out = torch.where(moving[:, None], torch.full_like(frames, hole), frames)
+    out = torch.where(moving[:, None], torch.full_like(frames, HOLE), frames)
     out = out.permute(0, 2, 3, 1).reshape(-1, c).clone()  # [B*H*W, C]
-    dest = (torch.arange(b, device=frames.device).view(b, 1, 1) * h + dv) * w + du
-    out[dest[lands]] = frames.permute(0, 2, 3, 1)[lands]
-    return out.view(b, h, w, c).permute(0, 3, 1, 2)
+    dest = ((torch.arange(b, device=frames.device).view(b, 1, 1) * h + dv) * w + du)[lands]
+    out[dest] = frames.permute(0, 2, 3, 1)[lands]
+    landed = torch.zeros(b * h * w, dtype=torch.bool, device=frames.device)
+    landed[dest] = True
+    landed = landed.view(b, h, w)
+    return out.view(b, h, w, c).permute(0, 3, 1, 2), moving & ~landed, landed
+
+
+def _shifted(x: torch.Tensor, dv: int, dh: int, fill: float | bool) -> torch.Tensor:
+    """``x[..., H, W]`` read one pixel away: ``out[i, j] = x[i + dv, j + dh]``, ``fill`` outside."""
+    out = torch.full_like(x, fill)
+    h, w = x.shape[-2:]
+    out[..., max(-dv, 0) : h - max(dv, 0), max(-dh, 0) : w - max(dh, 0)] = x[
+        ..., max(dv, 0) : h - max(-dv, 0), max(dh, 0) : w - max(-dh, 0)
+    ]
+    return out
+
+
+def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) -> torch.Tensor:
+    """Fill each hole from the scene that stood still around it: a hole pixel takes the colour of a
+    neighbour that is known (neither a hole nor a pixel that landed there this step), trying the
+    one above, below, left and right in turn, and filled pixels become known, pass after pass.
+
+    What a moving object uncovers is, in a flat-colour scene, almost always the colour around it (the
+    backdrop behind a ball, a goal line continuing above and below it); filled so, the change is left
+    with only what truly appears. A hole with nothing known around it keeps ``HOLE``.
+    """
+    out, known = frames.clone(), ~holes & ~landed
+    todo = holes.clone()
+    for _ in range(sum(frames.shape[-2:])):
+        if not todo.any():
+            break
+        for dv, dh in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            take = todo & _shifted(known, dv, dh, False)
+            out = torch.where(take[:, None], _shifted(out, dv, dh, HOLE), out)
+            known, todo = known | take, todo & ~take
+    return out
 
 
 def warp(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
-    """The generator's warp: ``frames`` splatted forward by ``flow_px`` averaged over each region."""
-    return splat_forward(frames, region_mean_flow(flow_px, frames))
+    """The generator's warp: each region of ``frames`` splatted forward by its mean of ``flow_px``,
+    and what the moves uncover filled from the scene around it."""
+    moved, holes, landed = splat_forward(frames, region_mean_flow(flow_px, frames))
+    return fill_holes(moved, holes, landed)
