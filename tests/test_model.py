@@ -364,6 +364,25 @@ def test_a_warp_moves_flat_colours_whole_and_fills_what_they_uncover():
         warp(last, flow[:, :1])
 
 
+def test_a_dithered_warp_moves_a_region_whole_and_by_its_move_on_average():
+    from worldsim.model.warp import warp
+
+    ctx, _ = _square_scene([0])
+    last = to_float(ctx[:, -1])
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 0, 12:18, 6:12] = 0.3  # a third of a pixel: rounded, it would never move
+    assert torch.equal(warp(last, flow), last)
+    red = last[0, :, 14, 8]
+    columns = []
+    for seed in range(200):
+        dither = torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(seed))
+        moved = warp(last, flow, dither)
+        square = (moved[0] - red[:, None, None]).abs().amax(0) < 1e-6
+        assert square.sum() == 36  # whole: one draw per region
+        columns.append(square.nonzero()[:, 1].float().mean() - 8.5)
+    assert abs(float(torch.stack(columns).mean()) - 0.3) < 0.1
+
+
 def test_object_flow_is_each_object_s_centroid_motion_where_it_is_now():
     from worldsim.model.warp import warp
     from worldsim.train.flow import SCENERY_WEIGHT, object_flow

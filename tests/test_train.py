@@ -280,6 +280,9 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     stem, was = flowing.state_dict["unet.stem.weight"], plain.state_dict["unet.stem.weight"]
     assert stem.shape[1] == was.shape[1] + 3 * 2 * 2  # the warped frame, unshuffled, joins the input
     assert flowing.state_dict["flow_net.head.weight"].abs().sum() > 0  # it moved off zero: it learned
+    dithered = tiny_run(tiny_data, tmp_path / "dithered", steps=2, init=str(flowing.path), motion_share=1.0)
+    dithered.model.flow_dither = True  # a sampling and training choice, no weights: fine-tuning may set it
+    assert load_checkpoint(train(dithered)).config["flow_dither"] is True
     again = tiny_run(tiny_data, tmp_path / "again", steps=1, init=str(flowing.path))
     again.model.flow_channels = [16, 16]
     with pytest.raises(ValueError, match="keeps it"):

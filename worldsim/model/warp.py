@@ -64,8 +64,11 @@ def regions(frames: torch.Tensor, tol: float = 0.05) -> torch.Tensor:
     return labels
 
 
-def region_mean_flow(flow_px: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """Each pixel's flow replaced by the mean flow of its region (``regions``).
+def region_mean_flow(
+    flow_px: torch.Tensor, frames: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each pixel's flow replaced by the mean flow of its region (``regions``; ``labels`` when the
+    caller has them).
 
     A predicted field varies a little across an object; rounded per pixel, neighbours would land a
     pixel apart and crack it into rings (measured: balls shredded within 2 steps). With one mean per
@@ -74,7 +77,8 @@ def region_mean_flow(flow_px: torch.Tensor, frames: torch.Tensor) -> torch.Tenso
     """
     _check(frames, flow_px)
     b, _, h, w = frames.shape
-    region = (torch.arange(b, device=frames.device).view(b, 1, 1) * (h * w) + regions(frames)).view(-1)
+    labels = regions(frames) if labels is None else labels
+    region = (torch.arange(b, device=frames.device).view(b, 1, 1) * (h * w) + labels).view(-1)
     flows = flow_px.permute(0, 2, 3, 1).reshape(-1, 2)
     sums = torch.zeros_like(flows).index_add_(0, region, flows)
     ones = torch.ones_like(flows[:, 0])
@@ -144,8 +148,23 @@ def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) 
     return out
 
 
-def warp(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
-    """The generator's warp: each region of ``frames`` splatted forward by its mean of ``flow_px``,
-    and what the moves uncover filled from the scene around it."""
-    moved, holes, landed = splat_forward(frames, region_mean_flow(flow_px, frames))
+def warp(frames: torch.Tensor, flow_px: torch.Tensor, dither: torch.Tensor | None = None) -> torch.Tensor:
+    """The generator's warp: each region of ``frames`` moved forward by its mean of ``flow_px``, and
+    what the moves uncover filled from the scene around it.
+
+    A region's move is rounded to whole pixels; with ``dither`` (``[B, 2, H, W]`` uniform in [0, 1),
+    one value per region taken where the region's label points) it is ``floor(move + dither)``,
+    whose expectation is the move itself: a ball moving a third of a pixel a step then moves one
+    pixel a third of the time, instead of never moving and leaving its edges to the change.
+    """
+    b, _, h, w = frames.shape
+    labels = regions(frames)
+    mean = region_mean_flow(flow_px, frames, labels)
+    if dither is None:
+        step = mean.round()
+    else:
+        _check(frames, dither)
+        at_label = dither.flatten(2).gather(2, labels.view(b, 1, h * w).expand(b, 2, h * w))
+        step = (mean + at_label.view(b, 2, h, w)).floor()
+    moved, holes, landed = splat_forward(frames, step)
     return fill_holes(moved, holes, landed)

@@ -71,6 +71,7 @@ class WorldModelConfig:
     context_differences: bool = True  # also feed f_t - f_(t-1) of the context: motion, ready-made
     clock_frames: int = 0  # > 0: told the index of the frame it makes, saturating at this many frames
     flow_channels: list[int] = field(default_factory=list)  # non-empty: a flow U-Net of these widths warps
+    flow_dither: bool = False  # round each region's move stochastically (expected move = the move)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -302,6 +303,7 @@ class WorldModel(nn.Module):
             "context_level": torch.rand(batch_size, generator=generator),
             "context_noise": torch.randn(batch_size, k, 3, cfg.height, cfg.width, generator=generator),
             **draw_training_noise((batch_size, 3, cfg.height, cfg.width), generator),
+            **self._draw_dither(batch_size, generator, "cpu"),
         }
 
     def loss(
@@ -363,7 +365,7 @@ class WorldModel(nn.Module):
             flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
             err = (self._flow(ctx, cond_args) - flow_target).square().sum(1, keepdim=True)
             flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
-            warped = warp(ref, flow_target)
+            warped = warp(ref, flow_target, noise.get("dither"))
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped)
@@ -417,7 +419,9 @@ class WorldModel(nn.Module):
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 flow = self._flow(ctx, cond_args)
-            base = warp(last, flow)  # in float32: bfloat16 rounds a 60 px coordinate by up to 0.25
+            base = warp(
+                last, flow, noise["dither"].to(device) if "dither" in noise else None
+            )  # in float32: bfloat16 rounds a 60 px coordinate by up to 0.25
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None)
             out = sample(
@@ -447,7 +451,18 @@ class WorldModel(nn.Module):
             "sample": torch.randn(
                 batch_size, 3, cfg.height, cfg.width, generator=generator, device=gen_device
             ),
+            **self._draw_dither(batch_size, generator, gen_device),
         }
+
+    def _draw_dither(
+        self, batch_size: int, generator: torch.Generator | None, device
+    ) -> dict[str, torch.Tensor]:
+        """A generator with a dithered flow rounds each region's move stochastically (``warp``); drawn
+        last, so a generator without one draws exactly what it drew before dithering existed."""
+        if not (self.cfg.flow_channels and self.cfg.flow_dither):
+            return {}
+        shape = (batch_size, 2, self.cfg.height, self.cfg.width)
+        return {"dither": torch.rand(shape, generator=generator, device=device)}
 
     @torch.no_grad()
     def rollout(

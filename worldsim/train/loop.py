@@ -327,6 +327,8 @@ def train(run: RunConfig) -> Path:
                     f"(model.flow_channels={list(run.model.flow_channels)} asks for another)"
                 )
             model_cfg.flow_channels = list(run.model.flow_channels)  # and a flow
+        if run.model.flow_dither and model_cfg.flow_channels:
+            model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         # The noise levels training draws are a training setting, not the architecture: the run's own.
         for name in TRAINING_NOISE_SETTINGS:
             was, now = getattr(model_cfg.edm, name), getattr(run.model.edm, name)
