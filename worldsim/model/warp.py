@@ -2,8 +2,8 @@
 
 A frame of a flat-colour scene changes mostly by objects moving. A generator that draws each pixel's
 change as its mean prediction turns an object whose next position it is unsure of into a faint blend
-of the places it may be, and over a rollout that blend dissolves into speckle (README, "Where Balls
-loses objects"). Moving the last frame's pixels by a predicted displacement instead moves an unsure
+of the places it may be, and over a rollout that blend dissolves into speckle (README, "Lost in one
+step, or by compounding?"). Moving the last frame's pixels by a predicted displacement instead moves an unsure
 object whole, to its mean position, and copies what stands still exactly.
 
 The field is *forward*: it says where each pixel of the last frame goes. A backward field (where
@@ -11,6 +11,11 @@ each pixel of the next frame comes from) lives on the next frame's pixels, so wh
 may go the field's mean mixes "comes from the object" with "stays": measured on Balls, the warp then
 copies the object into every place it may go, and balls grow into blobs (README). A forward field
 lives on pixels the model sees, and its mean over an object's possible moves is one move.
+
+Each region of one flat colour moves as one, by its mean move in whole pixels (``region_mean_flow``:
+rounded per pixel, a field that varies across an object cracks it), and what the moves uncover is
+filled from the still scene around it (``fill_holes``), so the change drawn on top is left with what
+truly appears.
 """
 
 from __future__ import annotations

@@ -419,9 +419,9 @@ class WorldModel(nn.Module):
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 flow = self._flow(ctx, cond_args)
-            base = warp(
-                last, flow, noise["dither"].to(device) if "dither" in noise else None
-            )  # in float32: bfloat16 rounds a 60 px coordinate by up to 0.25
+            # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
+            dither = noise["dither"].to(device) if "dither" in noise else None
+            base = warp(last, flow, dither)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None)
             out = sample(

@@ -147,16 +147,17 @@ def build_model_config(
 TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 
 
-# What fine-tuning may add to a checkpoint's generator. Each starts as the function it was: the clock
-# input and the flow's head are zero, and the U-Net's weights on the warped frame (its last input
-# channels) start at zero.
+# What fine-tuning may add to a checkpoint's generator. The generator still starts as the function it
+# was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), and
+# the U-Net's weights on the warped frame (its last input channels) are zero.
 ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.")
 STEM = "unet.stem.weight"
 
 
 def load_init(init: Checkpoint, model: WorldModel) -> None:
     """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except what
-    ``ADDED_BY_FINE_TUNING`` names, which keeps its starting (zero) value."""
+    ``ADDED_BY_FINE_TUNING`` names, which keeps its initial weights, and the U-Net's first layer,
+    which gains zero weights on the warped frame when a flow is added."""
     state, own = dict(init.state_dict), model.state_dict()
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
     if adds_flow and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
