@@ -427,6 +427,33 @@ def test_a_flow_moves_an_unsure_square_whole():
     assert np.all((moved > 2.5) & (moved < 7.5)), moved
 
 
+def test_the_change_can_be_learned_on_the_predicted_warp():
+    """With ``predicted_warp_share=1`` the change is learned on top of the warp by the field the flow
+    predicts (zero in a fresh model: no move), not the true one; the flow still learns the true field."""
+    from worldsim.model.world_model import FLOW_LOSS_WEIGHT
+    from worldsim.train.flow import object_flow
+
+    ctx, nxt = _square_scene([4, 4])
+    fields = object_flow(ctx[:, -1].numpy(), nxt.numpy(), [_square_palette()] * 2)
+    flow, weight = (torch.from_numpy(a) for a in fields)
+    captions, acts, mask = [CAPTIONS[0]] * 2, torch.zeros(2, 2, 2), torch.ones(2, 2, dtype=torch.bool)
+    torch.manual_seed(0)
+    model = WorldModel(tiny_config(flow_channels=[16, 16]))
+    noise = model.draw_noise(2, torch.Generator().manual_seed(0))
+
+    def loss(target, share):
+        kw = {"flow_target": target, "flow_weight": weight, "predicted_warp_share": share}
+        with torch.no_grad():
+            return model.loss(ctx, acts, nxt, captions, mask, noise=noise, **kw).item()
+
+    on_predicted = loss(flow, 1.0)
+    flow_error = float((weight * flow.square().sum(1, keepdim=True)).sum() / weight.sum())
+    unmoved = loss(torch.zeros_like(flow), 0.0)  # the true field zero: the same base, no flow error
+    assert on_predicted == pytest.approx(unmoved + FLOW_LOSS_WEIGHT * flow_error, rel=1e-5)
+    assert on_predicted != pytest.approx(loss(flow, 0.0), rel=1e-3)  # the true warp is another base
+    assert loss(flow, 0.0) == loss(flow, 1e-9)  # no row drawn below a vanishing share
+
+
 def test_a_flow_needs_its_target_and_fine_tuning_may_add_one(tmp_path):
     from worldsim.train.loop import load_init
 

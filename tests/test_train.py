@@ -280,6 +280,10 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     stem, was = flowing.state_dict["unet.stem.weight"], plain.state_dict["unet.stem.weight"]
     assert stem.shape[1] == was.shape[1] + 3 * 2 * 2  # the warped frame, unshuffled, joins the input
     assert flowing.state_dict["flow_net.head.weight"].abs().sum() > 0  # it moved off zero: it learned
+    on_predicted = tiny_run(
+        tiny_data, tmp_path / "on_predicted", steps=2, init=str(flowing.path), predicted_warp_share=0.5
+    )
+    assert load_checkpoint(train(on_predicted)).step == 2
     dithered = tiny_run(tiny_data, tmp_path / "dithered", steps=2, init=str(flowing.path), motion_share=1.0)
     dithered.model.flow_dither = True  # a sampling and training choice, no weights: fine-tuning may set it
     assert load_checkpoint(train(dithered)).config["flow_dither"] is True
@@ -291,7 +295,14 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
 
 @pytest.mark.parametrize(
     "bad",
-    [{"frame_loss": "l3"}, {"huber_c": 0.0}, {"rollout_share": 1.5}, {"rollout_share": 0.01}],
+    [
+        {"frame_loss": "l3"},
+        {"huber_c": 0.0},
+        {"rollout_share": 1.5},
+        {"rollout_share": 0.01},
+        {"predicted_warp_share": 0.5},  # no flow to predict a warp
+        {"predicted_warp_share": -0.1},
+    ],
 )
 def test_settings_that_would_fail_late_or_do_nothing_are_refused(tiny_data, tmp_path, bad):
     with pytest.raises(ValueError, match="train\\."):

@@ -304,7 +304,16 @@ class WorldModel(nn.Module):
             "context_noise": torch.randn(batch_size, k, 3, cfg.height, cfg.width, generator=generator),
             **draw_training_noise((batch_size, 3, cfg.height, cfg.width), generator),
             **self._draw_dither(batch_size, generator, "cpu"),
+            **self._draw_warp_pick(batch_size, generator),
         }
+
+    def _draw_warp_pick(self, batch_size: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Which rows learn their change on top of the *predicted* warp (``loss``'s
+        ``predicted_warp_share``): drawn last and only with a flow, so generators without one draw
+        what they drew before."""
+        if not self.cfg.flow_channels:
+            return {}
+        return {"warp_pick": torch.rand(batch_size, generator=generator)}
 
     def loss(
         self,
@@ -322,6 +331,7 @@ class WorldModel(nn.Module):
         frame_index: torch.Tensor | None = None,
         flow_target: torch.Tensor | None = None,
         flow_weight: torch.Tensor | None = None,
+        predicted_warp_share: float = 0.0,
     ) -> torch.Tensor:
         """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
         weighted mean squared error in pixels). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
@@ -331,7 +341,10 @@ class WorldModel(nn.Module):
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
         ``huber_c`` choose the error (``edm.training_loss``). A generator with a flow needs
         ``flow_target[B,2,H,W]`` (the true displacement in pixels, ``train.flow.object_flow``) and
-        ``flow_weight[B,1,H,W]``; the change it learns is the one left after the true warp.
+        ``flow_weight[B,1,H,W]``; the change it learns is the one left after the true warp, or, in a
+        ``predicted_warp_share`` of the rows, after the warp by the field the flow predicts (no
+        gradient through it): sampling draws the change on a predicted warp, whose whole-pixel misses
+        and split regions a change trained only on true warps never saw.
 
         ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
         frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
@@ -363,9 +376,14 @@ class WorldModel(nn.Module):
                     "this generator has a flow (flow_channels): pass flow_target and flow_weight"
                 )
             flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
-            err = (self._flow(ctx, cond_args) - flow_target).square().sum(1, keepdim=True)
+            predicted = self._flow(ctx, cond_args)
+            err = (predicted - flow_target).square().sum(1, keepdim=True)
             flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
-            warped = warp(ref, flow_target, noise.get("dither"))
+            field = flow_target
+            if predicted_warp_share > 0:
+                pick = (noise["warp_pick"] < predicted_warp_share).view(b, 1, 1, 1)
+                field = torch.where(pick, predicted.detach().float(), flow_target)
+            warped = warp(ref, field, noise.get("dither"))
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped)

@@ -65,6 +65,8 @@ class TrainConfig:
     frame_loss: str = "l2"  # "l2" or "pseudo_huber": the frame model's error (edm.training_loss)
     huber_c: float = 0.03  # pseudo-Huber's bend, in the network's unit-variance output scale (edm)
     undo_context_noise: bool = False  # learn the change from the noisy last context frame (WorldModel.loss)
+    predicted_warp_share: float = 0.0  # with a flow: share of rows whose change is learned on the
+    # warp by the predicted field, as sampling draws it (WorldModel.loss)
     first_frame_prob: float = (
         0.05  # share of samples that learn an episode's first frame from its prompt alone
     )
@@ -243,9 +245,10 @@ def compute_losses(
     kind: str = "l2",
     huber_c: float = 0.03,
     undo_context_noise: bool = False,
+    predicted_warp_share: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Frame loss of the generator and the heads' losses on one batch slice; ``kind``, ``huber_c``
-    and ``undo_context_noise`` as ``WorldModel.loss`` takes them."""
+    """Frame loss of the generator and the heads' losses on one batch slice; ``kind``, ``huber_c``,
+    ``undo_context_noise`` and ``predicted_warp_share`` as ``WorldModel.loss`` takes them."""
     device = next(model.parameters()).device
     prompt = model.encode_prompts(b["captions"])  # once: the frame loss trains it, the heads read it
     frame = model.loss(
@@ -262,6 +265,7 @@ def compute_losses(
         frame_index=b["frame_index"].to(device),
         flow_target=b.get("flow_target"),
         flow_weight=b.get("flow_weight"),
+        predicted_warp_share=predicted_warp_share,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -339,6 +343,8 @@ def train(run: RunConfig) -> Path:
                 )
             setattr(model_cfg.edm, name, now)
     context = model_cfg.context if model_cfg is not None else run.model.context
+    if cfg.predicted_warp_share > 0 and not (model_cfg or run.model).flow_channels:
+        raise ValueError("train.predicted_warp_share needs a generator with a flow (model.flow_channels)")
 
     # ---- data ------------------------------------------------------------------------------------
     sampler = WindowSampler(dataset, context, motion_share=cfg.motion_share)
@@ -436,6 +442,7 @@ def train(run: RunConfig) -> Path:
             cfg.frame_loss,
             cfg.huber_c,
             cfg.undo_context_noise,
+            cfg.predicted_warp_share,
         )
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
@@ -487,6 +494,8 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(
             f"train.huber_c must be > 0 (the loss has no gradient at 0 otherwise), got {cfg.huber_c}"
         )
+    if not 0.0 <= cfg.predicted_warp_share <= 1.0:
+        raise ValueError(f"train.predicted_warp_share must be in [0, 1], got {cfg.predicted_warp_share}")
     if not 0.0 <= cfg.rollout_share <= 1.0:
         raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
     if cfg.rollout_share > 0 and (cfg.rollout_steps < 1 or rolled_rows(cfg) == 0):
