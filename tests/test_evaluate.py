@@ -162,6 +162,18 @@ def test_evaluate_writes_metrics_report_and_video(tmp_path):
         evaluate("balls", episodes=2, horizon=6, frames_dir=str(frames))
 
 
+def test_evaluate_takes_sampling_settings_over_the_checkpoint_s():
+    """A change threshold of 255 grey levels, which only a sample overshooting black-to-white passes,
+    leaves the shipped generator repeating its last frame: it scores as the frozen baseline does
+    (0.08 of it with the checkpoint's own 8 levels on this start)."""
+    m = evaluate("balls", episodes=1, horizon=3, sampling={"min_change_levels": 255, "sampling_steps": None})
+    assert m["frozen_ratio"] == pytest.approx(1.0, abs=0.01) and m["sampling"] == {"min_change_levels": 255}
+    assert evaluate("balls", episodes=1, horizon=3)["frozen_ratio"] < 0.5
+    for bad, match in (({"edm": 1}, "not sampling settings"), ({"sampling_steps": 0}, "at least 1")):
+        with pytest.raises(ValueError, match=match):
+            evaluate("balls", episodes=1, horizon=3, sampling=bad)
+
+
 def test_push_object_moving_without_contact_is_caught(push_episodes):
     from worldsim.metrics.compare import push_moved_without_contact
 

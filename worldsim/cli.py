@@ -288,6 +288,7 @@ def _evaluate(cfg: DictConfig) -> None:
         out=cfg.out,
         video_episodes=cfg.video_episodes,
         context=cfg.context,
+        sampling=OmegaConf.to_container(cfg.sampling) if cfg.get("sampling") else None,
     )
     print(f"{m['scene']} {m['split']}, {m['episodes']} episodes x {m['horizon']} steps: {_scores(m)}")
     print(f"report: {Path(cfg.out) / 'report.html'}")

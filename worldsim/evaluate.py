@@ -308,21 +308,29 @@ def evaluate(
     out: str | Path | None = None,
     video_episodes: int = 4,
     context: int = 4,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole evaluation; with ``out``, writes ``metrics.json``, ``side_by_side.mp4``, plots and
     ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds.
     ``context``: K, the real frames a generator starts from, for ``frames_dir`` (a checkpoint's own
-    K is used otherwise)."""
+    K is used otherwise). ``sampling``: sampling settings over the checkpoint's own
+    (``worldsim.checkpoints.SAMPLING_SETTINGS``; ``None`` values keep the checkpoint's), recorded in
+    ``metrics.json``."""
     import json
 
-    from worldsim.checkpoints import load_world_model
+    from worldsim.checkpoints import load_world_model, sampling_overrides
     from worldsim.durable import write_text_atomic
     from worldsim.scenes import family_of
 
     if episodes < 1 or horizon < 1:
         raise ValueError(f"episodes and horizon must be at least 1, got {episodes} and {horizon}")
     family = family_of(scene)
+    overrides = sampling_overrides(sampling)
+    if overrides and frames_dir:
+        raise ValueError("sampling settings apply to a checkpoint, not to frames read from a directory")
     model = None if frames_dir else load_world_model(checkpoint, family.name, device)
+    for name, value in overrides.items():
+        setattr(model.cfg, name, value)
     context = model.cfg.context if model is not None else int(context)
     size = (model.cfg.height, model.cfg.width) if model is not None else (64, 64)
     eps = make_episodes(family.name, split, episodes, horizon, context, seed, size)
@@ -338,6 +346,7 @@ def evaluate(
         "episodes": episodes,
         "horizon": horizon,
         "generator": source,
+        **({"sampling": overrides} if overrides else {}),
         **body,
     }
     if out is not None:

@@ -12,10 +12,35 @@ from typing import Any
 
 import torch
 
-from worldsim.model.world_model import WorldModel, WorldModelConfig
+from worldsim.model.world_model import WorldModel, WorldModelConfig, check_precision
 from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SHIPPED_DIR = Path(__file__).resolve().parent
+SAMPLING_SETTINGS = ("sampling_steps", "sampling_context_noise", "sampling_precision", "min_change_levels")
+"""The settings of a generator's config that only sampling reads: a caller may change them on a
+trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
+
+
+def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """``settings`` without the unset (``None``) ones, checked: only ``SAMPLING_SETTINGS``, a known
+    precision, at least one sampling step, a threshold in 0..255, context noise >= 0."""
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    unknown = set(given) - set(SAMPLING_SETTINGS)
+    if unknown:
+        raise ValueError(
+            f"not sampling settings of a generator: {sorted(unknown)} (known: {SAMPLING_SETTINGS})"
+        )
+    if "sampling_precision" in given:
+        check_precision(given["sampling_precision"])
+    if given.get("sampling_steps", 1) < 1:
+        raise ValueError(f"sampling_steps must be at least 1, got {given['sampling_steps']}")
+    if not 0 <= given.get("min_change_levels", 0) <= 255:
+        raise ValueError(
+            f"min_change_levels must be in 0..255 (grey levels), got {given['min_change_levels']}"
+        )
+    if given.get("sampling_context_noise", 0.0) < 0:
+        raise ValueError(f"sampling_context_noise must be >= 0, got {given['sampling_context_noise']}")
+    return given
 
 
 def shipped(family: str) -> Path:
@@ -58,12 +83,10 @@ def ship(
     parts = [("", lambda cfg: WorldModel(WorldModelConfig.from_dict(cfg)))]
     if (src / PROBE_DIR / "config.json").is_file():
         parts.append((PROBE_DIR, lambda cfg: StateProbe(ProbeConfig.from_dict(cfg))))
-    unknown = set(sampling or {}) - {k for k in WorldModelConfig().to_dict() if k.startswith("sampling_")}
-    if unknown:
-        raise ValueError(f"not sampling settings of a generator: {sorted(unknown)}")
+    sampling = sampling_overrides(sampling)
     for sub, build in parts:
         ckpt = load_checkpoint(src / sub, family=family)
-        config = {**ckpt.config, **(sampling or {})} if sub == "" else ckpt.config
+        config = {**ckpt.config, **sampling} if sub == "" else ckpt.config
         module = ckpt.load_into(build(config)).half()
         save_checkpoint(
             dest / sub,
