@@ -138,15 +138,15 @@ def _model_config(model: DictConfig):
 
 
 def _fidelity(checkpoint: Path, rcfg: DictConfig) -> dict:
+    from worldsim.checkpoints import with_sampling
     from worldsim.data.loader import load_dataset
-    from worldsim.model.world_model import WorldModel, WorldModelConfig, check_precision
+    from worldsim.model.world_model import WorldModel, WorldModelConfig
     from worldsim.train.checkpoint import load_checkpoint
     from worldsim.train.fidelity import fidelity_report
 
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.load_into(WorldModel(WorldModelConfig.from_dict(ckpt.config))).eval()
-    if rcfg.get("sampling_precision"):
-        model.cfg.sampling_precision = check_precision(rcfg.sampling_precision)
+    with_sampling(model, {"sampling_precision": rcfg.get("sampling_precision") or None})
     report = {
         "checkpoint": str(checkpoint),
         "step": ckpt.step,

@@ -318,7 +318,7 @@ def evaluate(
     ``metrics.json``."""
     import json
 
-    from worldsim.checkpoints import load_world_model, sampling_overrides
+    from worldsim.checkpoints import load_world_model, sampling_overrides, with_sampling
     from worldsim.durable import write_text_atomic
     from worldsim.scenes import family_of
 
@@ -328,9 +328,9 @@ def evaluate(
     overrides = sampling_overrides(sampling)
     if overrides and frames_dir:
         raise ValueError("sampling settings apply to a checkpoint, not to frames read from a directory")
-    model = None if frames_dir else load_world_model(checkpoint, family.name, device)
-    for name, value in overrides.items():
-        setattr(model.cfg, name, value)
+    model = (
+        None if frames_dir else with_sampling(load_world_model(checkpoint, family.name, device), overrides)
+    )
     context = model.cfg.context if model is not None else int(context)
     size = (model.cfg.height, model.cfg.width) if model is not None else (64, 64)
     eps = make_episodes(family.name, split, episodes, horizon, context, seed, size)

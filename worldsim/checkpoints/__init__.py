@@ -43,6 +43,14 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
     return given
 
 
+def with_sampling(model: WorldModel, settings: dict[str, Any] | None) -> WorldModel:
+    """``model`` with ``settings`` (checked by ``sampling_overrides``) over its config's sampling
+    settings; its weights are untouched."""
+    for name, value in sampling_overrides(settings).items():
+        setattr(model.cfg, name, value)
+    return model
+
+
 def shipped(family: str) -> Path:
     """The shipped checkpoint of ``family``; a clear error if this copy of worldsim has none."""
     path = SHIPPED_DIR / family
