@@ -50,3 +50,28 @@ def test_compounding_study_scores_mujocos_own_frames_as_perfect(monkeypatch):
     blank = [np.broadcast_to(e.frames[0, :1, :1], f.shape).copy() for e, f in zip(eps, truth, strict=True)]
     nothing = compounding.object_losses(eps, blank, model.cfg.context)
     assert nothing["lost_share"] == 1.0 and nothing["found_centroid_error_px"] is None
+
+
+def test_compounding_motion_by_speed_separates_truth_from_a_frozen_video(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import compounding
+
+    from worldsim.evaluate import make_episodes
+
+    k = 4
+    eps = make_episodes("balls", "id", 4, 6, k, 1000, (64, 64))
+    truth = [e.frames[k:] for e in eps]
+    frozen = [np.broadcast_to(e.frames[k - 1], f.shape).copy() for e, f in zip(eps, truth, strict=True)]
+    moving = {
+        band: v
+        for band, v in compounding.motion_by_speed(eps, truth, k, rolled=True).items()
+        if v["object_steps"] and not band.startswith("0-")
+    }
+    assert moving, "no ball moved half a pixel in a step: the test needs faster starts"
+    for v in moving.values():  # MuJoCo's own frames move exactly as MuJoCo does
+        assert v["speed_ratio"] == 1.0 and v["still_share"] == 0.0
+    forced = compounding.motion_by_speed(eps, truth, k, rolled=False)
+    assert {b: forced[b] for b in moving} == moving
+    for band, v in compounding.motion_by_speed(eps, frozen, k, rolled=True).items():
+        if v["object_steps"] and band in moving:  # a video that stands still stalls every ball
+            assert v["speed_ratio"] == 0.0 and v["still_share"] == 1.0
