@@ -94,7 +94,7 @@ def motion_by_speed(episodes: list[Episode], videos, context: int, rolled: bool)
         sel = (t >= lo) & (t < hi)
         out[f"{lo:g}-{hi:g}"] = {
             "object_steps": int(sel.sum()),
-            "speed_ratio": round(float(m[sel].mean() / t[sel].mean()), 3) if sel.any() else None,
+            "speed_ratio": round(float(m[sel].mean() / t[sel].mean()), 3) if t[sel].sum() > 0 else None,
             "still_share": round(float((m[sel] < STILL_PX).mean()), 3) if sel.any() else None,
         }
     return out
