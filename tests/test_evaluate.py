@@ -162,7 +162,7 @@ def test_evaluate_writes_metrics_report_and_video(tmp_path):
         evaluate("balls", episodes=2, horizon=6, frames_dir=str(frames))
 
 
-def test_evaluate_takes_sampling_settings_over_the_checkpoint_s():
+def test_evaluate_takes_sampling_settings_over_the_checkpoints_own():
     """A change threshold of 255 grey levels, which only a sample overshooting black-to-white passes,
     leaves the shipped generator repeating its last frame: it scores as the frozen baseline does
     (0.08 of it with the checkpoint's own 8 levels on this start)."""
