@@ -169,7 +169,11 @@ def test_evaluate_takes_sampling_settings_over_the_checkpoints_own():
     m = evaluate("balls", episodes=1, horizon=3, sampling={"min_change_levels": 255, "sampling_steps": None})
     assert m["frozen_ratio"] == pytest.approx(1.0, abs=0.01) and m["sampling"] == {"min_change_levels": 255}
     assert evaluate("balls", episodes=1, horizon=3)["frozen_ratio"] < 0.5
-    for bad, match in (({"edm": 1}, "not sampling settings"), ({"sampling_steps": 0}, "at least 1")):
+    for bad, match in (
+        ({"edm": 1}, "not sampling settings"),
+        ({"sampling_steps": 0}, "at least 1"),
+        ({"sampling_eta": -0.5}, "sampling_eta must be >= 0"),
+    ):
         with pytest.raises(ValueError, match=match):
             evaluate("balls", episodes=1, horizon=3, sampling=bad)
 

@@ -144,6 +144,45 @@ def test_edm_sampler_recovers_a_point_mass():
         assert torch.allclose(out, c, atol=1e-4)
 
 
+def test_ancestral_sampling_commits_where_one_step_draws_the_mean():
+    """Data at -1 or +1 (even odds): the ideal denoiser's one step lands on the mean, 0 (a ball
+    blended over both places it may be); ancestral steps put fresh noise back and commit to +-1."""
+    cfg = EDMConfig(sigma_data=1.0, sigma_min=0.002, sigma_max=5.0)
+
+    def ideal(x_in, c_noise):  # F such that D(x; sigma) = E[x0 | x] = tanh(x / sigma^2)
+        sigma = (4 * c_noise).exp().view(-1, 1, 1, 1)
+        s2 = sigma**2 + cfg.sigma_data**2
+        x = x_in * s2.sqrt()
+        return (torch.tanh(x / sigma**2) - cfg.sigma_data**2 / s2 * x) / (sigma * cfg.sigma_data / s2.sqrt())
+
+    shape = (4000, 1, 1, 1)
+    one = sample(ideal, shape, cfg, 1, generator=torch.Generator().manual_seed(0))
+    # at sigma_max = 5 the noise says little: samples near the mean, none at either place
+    assert one.abs().mean() < 0.25 and one.abs().max() < 0.7
+    out = sample(ideal, shape, cfg, 8, generator=torch.Generator().manual_seed(0), eta=1.0)
+    assert (out.abs() - 1).abs().max() < 1e-3  # every sample at -1 or +1
+    assert abs(float((out > 0).float().mean()) - 0.5) < 0.04  # in the data's proportions
+    with pytest.raises(ValueError, match="renoise has shape"):
+        sample(ideal, shape, cfg, 8, noise=torch.zeros(shape), eta=1.0, renoise=torch.zeros(4000, 3, 1, 1, 1))
+
+
+def test_ancestral_noise_is_drawn_per_world_and_required():
+    """An ancestral generator draws its fresh noise with the rest (a world's stream gives the same
+    sample in any batch), and a noise draw without it is refused rather than silently replaced."""
+    model = WorldModel(tiny_config(sampling_steps=3, sampling_eta=1.0)).eval()
+    ctx = torch.randint(0, 255, (2, model.cfg.context, 32, 32, 3), dtype=torch.uint8)
+    acts, prompt = torch.zeros(2, model.cfg.context, 2), model.encode_prompts(["a red ball"] * 2)
+    draws = [model.draw_sampling_noise(1, torch.Generator().manual_seed(i)) for i in range(2)]
+    assert draws[0]["renoise"].shape == (1, 2, 3, 32, 32)
+    both = model.predict_next(ctx, acts, prompt, noise={k: torch.cat([d[k] for d in draws]) for k in draws[0]})
+    alone = model.predict_next(ctx[1:], acts[1:], prompt[1:], noise=draws[1])
+    assert torch.equal(both[1:], alone)
+    with pytest.raises(ValueError, match="renoise"):
+        model.predict_next(ctx, acts, prompt, noise={k: v for k, v in draws[0].items() if k != "renoise"})
+    with pytest.raises(ValueError, match="renoise has shape"):
+        model.predict_next(ctx[:1], acts[:1], prompt[:1], noise=draws[0], steps=4)
+
+
 def test_one_step_denoiser_learns_the_mean_under_l2_and_the_median_under_pseudo_huber():
     """A pixel that is 1 (an object) in 30 % of the data and 0 (background) otherwise: the one-step
     sample (the denoiser at sigma_max) converges to the blend 0.3 under the squared error, and to

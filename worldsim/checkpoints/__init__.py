@@ -16,7 +16,13 @@ from worldsim.model.world_model import WorldModel, WorldModelConfig, check_preci
 from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SHIPPED_DIR = Path(__file__).resolve().parent
-SAMPLING_SETTINGS = ("sampling_steps", "sampling_context_noise", "sampling_precision", "min_change_levels")
+SAMPLING_SETTINGS = (
+    "sampling_steps",
+    "sampling_eta",
+    "sampling_context_noise",
+    "sampling_precision",
+    "min_change_levels",
+)
 """The settings of a generator's config that only sampling reads: a caller may change them on a
 trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
 
@@ -38,6 +44,8 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(
             f"min_change_levels must be in 0..255 (grey levels), got {given['min_change_levels']}"
         )
+    if given.get("sampling_eta", 0.0) < 0:
+        raise ValueError(f"sampling_eta must be >= 0 (0: Euler's ODE, 1: ancestral), got {given['sampling_eta']}")
     if given.get("sampling_context_noise", 0.0) < 0:
         raise ValueError(f"sampling_context_noise must be >= 0, got {given['sampling_context_noise']}")
     return given

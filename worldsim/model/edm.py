@@ -119,6 +119,14 @@ def sigma_schedule(steps: int, cfg: EDMConfig, device: torch.device | str = "cpu
     return torch.cat([sigmas, torch.zeros(1)]).to(device)
 
 
+def ancestral_levels(s: torch.Tensor, s_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a step from ``s`` to ``s_next`` into a deterministic move to ``sigma_down`` and fresh
+    noise of ``sigma_up`` (sigma_down^2 + sigma_up^2 = s_next^2): the ancestral step of DDPM in EDM's
+    terms, with ``eta`` scaling the fresh share (0: Euler's ODE step, 1: fully ancestral)."""
+    up = torch.minimum(s_next, eta * (s_next**2 * (s**2 - s_next**2) / s**2).clamp(min=0).sqrt())
+    return (s_next**2 - up**2).clamp(min=0).sqrt(), up
+
+
 @torch.no_grad()
 def sample(
     net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -128,20 +136,44 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     noise: torch.Tensor | None = None,
+    eta: float = 0.0,
+    renoise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Euler sampling from pure noise at ``sigma_max`` in ``steps`` network evaluations.
+    """Sampling from pure noise at ``sigma_max`` in ``steps`` network evaluations: Euler steps of
+    the probability-flow ODE (``eta`` = 0), or ancestral steps that put fresh noise back after each
+    denoising (``eta`` > 0).
 
-    The only randomness is the starting noise: drawn from ``generator``, or ``noise`` (standard
-    normal, ``shape``) when the caller draws it, e.g. one stream per world of a batch."""
+    Why ancestral: a deterministic few-step ODE from ``sigma_max`` first lands on the denoiser's
+    mean (a ball blended over the places it may go) and only refines that blend; fresh noise at
+    each level lets the later steps commit to one of the places.
+
+    The randomness is the starting noise, drawn from ``generator`` or given as ``noise`` (standard
+    normal, ``shape``) when the caller draws it (e.g. one stream per world of a batch), and with
+    ``eta`` > 0 the fresh noise of steps 1..steps-1, given as ``renoise`` (``[B, steps - 1, ...]``)
+    or drawn from ``generator``."""
     sigmas = sigma_schedule(steps, cfg, device)
+    gen_device = generator.device if generator is not None else device
     if noise is None:
-        gen_device = generator.device if generator is not None else device
         noise = torch.randn(shape, generator=generator, device=gen_device)
     elif tuple(noise.shape) != tuple(shape):
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    fresh = eta > 0 and steps > 1
+    want = (shape[0], steps - 1, *shape[1:])
+    if fresh and renoise is None:
+        renoise = torch.randn(want, generator=generator, device=gen_device)
+    if fresh and renoise is not None and tuple(renoise.shape) != want:
+        raise ValueError(f"renoise has shape {tuple(renoise.shape)}, expected {want} for {steps} steps")
     x = noise.to(device) * sigmas[0]
     for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = denoise(net, x, s.expand(shape[0]), cfg.sigma_data)
-        x = d if s_next == 0 else x + (x - d) / s * (s_next - s)
+        if s_next == 0:
+            x = d
+        elif fresh:
+            down, up = ancestral_levels(s, s_next, eta)
+            x = x + (x - d) / s * (down - s) + up * renoise[:, i].to(device)
+        else:
+            x = x + (x - d) / s * (s_next - s)
     return x

@@ -65,6 +65,7 @@ class WorldModelConfig:
     context_noise_max: float = 0.3  # training: context noise sigma ~ U(0, max) with probability p
     context_noise_prob: float = 0.7
     sampling_steps: int = 1
+    sampling_eta: float = 0.0  # > 0 with several steps: ancestral sampling, fresh noise after each step
     sampling_context_noise: float = 0.02
     min_change_levels: int = 8  # a pixel changes only if the sample changes it by at least this (of 255)
     sampling_precision: str = "float32"  # "float32" or "bfloat16": the U-Net's arithmetic when sampling
@@ -420,7 +421,13 @@ class WorldModel(nn.Module):
         device = prompt.device
         context = to_float(context_uint8.to(device))
         b = context.shape[0]
-        noise = noise if noise is not None else self.draw_sampling_noise(b, generator, device)
+        steps = steps or cfg.sampling_steps
+        noise = noise if noise is not None else self.draw_sampling_noise(b, generator, device, steps)
+        if cfg.sampling_eta > 0 and steps > 1 and "renoise" not in noise:
+            raise ValueError(
+                f"ancestral sampling (sampling_eta {cfg.sampling_eta}) in {steps} steps needs the noise's "
+                "'renoise': draw it with draw_sampling_noise(..., steps)"
+            )
         sigma_c = cfg.sampling_context_noise if context_noise is None else context_noise
         ctx_sigma = torch.full((b,), float(sigma_c), device=device)
         if sigma_c > 0:
@@ -446,9 +453,11 @@ class WorldModel(nn.Module):
                 net,
                 shape,
                 cfg.edm,
-                steps or cfg.sampling_steps,
+                steps,
                 device=device,
                 noise=noise["sample"].to(device),
+                eta=cfg.sampling_eta,
+                renoise=noise["renoise"].to(device) if "renoise" in noise else None,
             ).float()
         delta = out if cfg.target == "delta" else out - base
         if cfg.min_change_levels > 0:
@@ -459,18 +468,35 @@ class WorldModel(nn.Module):
         return to_uint8(base + delta)
 
     def draw_sampling_noise(
-        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        steps: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The randomness of one ``predict_next``: context noise and the sampler's starting noise."""
+        """The randomness of one ``predict_next`` in ``steps`` sampling steps (default the config's):
+        context noise, the sampler's starting noise and, for ancestral sampling, its fresh noise."""
         cfg, gen_device = self.cfg, _gen_device(generator, device)
         shape = (batch_size, cfg.context, 3, cfg.height, cfg.width)
+        steps = steps or cfg.sampling_steps
         return {
             "context": torch.randn(shape, generator=generator, device=gen_device),
             "sample": torch.randn(
                 batch_size, 3, cfg.height, cfg.width, generator=generator, device=gen_device
             ),
             **self._draw_dither(batch_size, generator, gen_device),
+            **self._draw_renoise(batch_size, steps, generator, gen_device),
         }
+
+    def _draw_renoise(
+        self, batch_size: int, steps: int, generator: torch.Generator | None, device
+    ) -> dict[str, torch.Tensor]:
+        """Ancestral sampling's fresh noise, one draw per step after the first; drawn last, so a
+        generator that samples by Euler's ODE draws exactly what it drew before."""
+        if not (self.cfg.sampling_eta > 0 and steps > 1):
+            return {}
+        shape = (batch_size, steps - 1, 3, self.cfg.height, self.cfg.width)
+        return {"renoise": torch.randn(shape, generator=generator, device=device)}
 
     def _draw_dither(
         self, batch_size: int, generator: torch.Generator | None, device
