@@ -439,6 +439,36 @@ def test_object_flow_is_each_object_s_centroid_motion_where_it_is_now():
     assert torch.equal(moved[0], to_float(nxt[0]))  # the true warp makes the next frame
 
 
+def test_a_rigid_context_steps_the_first_outline_by_whole_pixels_along_the_true_path():
+    """A disc drifting 0.6 px a step changes its outline in MuJoCo-like frames; remade as a flow makes
+    frames, it keeps its first outline, moves by whole pixels, and stays within rounding of its path."""
+    from worldsim.metrics.objects import Palette
+    from worldsim.scenes.colours import rgb_uint8
+    from worldsim.train.flow import _centroids, rigid_context
+
+    size, k = 32, 6
+    vv, uu = np.mgrid[0:size, 0:size]
+    ctx = np.zeros((2, k, size, size, 3), np.uint8)
+    ctx[:] = rgb_uint8("backdrop")
+    true_u = 8.3 + 0.6 * np.arange(k)
+    for t in range(k):
+        disc = (uu - true_u[t]) ** 2 + (vv - 15.5) ** 2 <= 2.6**2
+        ctx[:, t, disc] = rgb_uint8("red")
+    pal = Palette.build([("disc", 1, ["red"])], ["backdrop"])
+    made = rigid_context(ctx, [pal, None])
+    assert np.array_equal(made[1], ctx[1]) and np.array_equal(made[0, 0], ctx[0, 0])  # no palette: as is
+    red = np.all(made[0] == rgb_uint8("red"), -1)  # [K, H, W]
+    truth_red = np.all(ctx[0] == rgb_uint8("red"), -1)
+    assert len({int(m.sum()) for m in truth_red}) > 1  # the true outline changes from step to step
+    for t in range(1, k):  # the first outline, moved by a whole number of pixels
+        shift = int(round(_centroids(red[t][None])[0][0, 0] - _centroids(red[0][None])[0][0, 0]))
+        assert np.array_equal(red[t], np.roll(red[0], shift, axis=1))
+    made_u = _centroids(red[:, None])[0][:, 0, 0]
+    assert np.all(np.abs(made_u - true_u) < 0.75) and made_u[-1] > made_u[0] + 2  # it keeps up
+    with pytest.raises(ValueError, match="rigid_context takes"):
+        rigid_context(ctx[0], [pal])
+
+
 def test_a_flow_moves_an_unsure_square_whole():
     """The square moves 2 or 8 px, and nothing in the context says which. A model with a flow moves
     it whole, still red and about its size, to a place between the two (the flow regresses the mean

@@ -284,6 +284,8 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         tiny_data, tmp_path / "on_predicted", steps=2, init=str(flowing.path), predicted_warp_share=0.5
     )
     assert load_checkpoint(train(on_predicted)).step == 2
+    rigid = tiny_run(tiny_data, tmp_path / "rigid", steps=2, init=str(flowing.path), rigid_context_share=0.5)
+    assert load_checkpoint(train(rigid)).step == 2
     dithered = tiny_run(tiny_data, tmp_path / "dithered", steps=2, init=str(flowing.path), motion_share=1.0)
     dithered.model.flow_dither = True  # a sampling and training choice, no weights: fine-tuning may set it
     assert load_checkpoint(train(dithered)).config["flow_dither"] is True
@@ -302,6 +304,8 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"rollout_share": 0.01},
         {"predicted_warp_share": 0.5},  # no flow to predict a warp
         {"predicted_warp_share": -0.1},
+        {"rigid_context_share": 0.5},  # no flow to make contexts as
+        {"rigid_context_share": 1.2},
     ],
 )
 def test_settings_that_would_fail_late_or_do_nothing_are_refused(tiny_data, tmp_path, bad):

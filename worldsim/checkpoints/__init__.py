@@ -22,6 +22,7 @@ SAMPLING_SETTINGS = (
     "sampling_context_noise",
     "sampling_precision",
     "min_change_levels",
+    "flow_dither",
 )
 """The settings of a generator's config that only sampling reads: a caller may change them on a
 trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
@@ -46,6 +47,8 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
         )
     if given.get("sampling_eta", 0.0) < 0:
         raise ValueError(f"sampling_eta must be >= 0 (0: Euler's ODE, 1: ancestral), got {given['sampling_eta']}")
+    if not isinstance(given.get("flow_dither", False), bool):
+        raise ValueError(f"flow_dither is true or false, got {given['flow_dither']!r}")
     if given.get("sampling_context_noise", 0.0) < 0:
         raise ValueError(f"sampling_context_noise must be >= 0, got {given['sampling_context_noise']}")
     return given

@@ -41,7 +41,7 @@ from worldsim.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from worldsim.train.flow import episode_palettes, object_flow
+from worldsim.train.flow import episode_palettes, object_flow, rigid_context
 from worldsim.train.rollouts import concat_batches, dealt_to_ranks, take_rows, with_own_rollouts
 
 
@@ -73,6 +73,8 @@ class TrainConfig:
     motion_share: float = 0.0  # share of each batch drawn in proportion to how many pixels move
     rollout_share: float = 0.0  # share of each batch whose context the model rolled out itself
     rollout_steps: int = 4  # those rollouts are 1..rollout_steps steps long (drawn per batch)
+    rigid_context_share: float = 0.0  # with a flow: share of rows whose context is remade as the flow
+    # makes frames, objects moved whole by whole pixels (train.flow.rigid_context)
     init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept,
     # its training noise levels are the run's (TRAINING_NOISE_SETTINGS)
     log_every: int = 50
@@ -206,6 +208,17 @@ def with_first_frames(
         captions=captions,
         t=t,
     )
+
+
+def with_rigid_contexts(batch: Any, rows: int, dataset: Dataset) -> Any:
+    """The first ``rows`` windows of ``batch`` with their contexts remade as a flow makes frames
+    (``worldsim.train.flow.rigid_context``); windows at an episode's start (a padded context) and
+    text-to-video windows keep theirs."""
+    whole = batch.context_mask[:rows].all(1)
+    palettes = episode_palettes(dataset, batch.episode[:rows], whole)
+    context = batch.context.copy()
+    context[:rows] = rigid_context(batch.context[:rows], palettes)
+    return replace(batch, context=context)
 
 
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
@@ -345,6 +358,8 @@ def train(run: RunConfig) -> Path:
     context = model_cfg.context if model_cfg is not None else run.model.context
     if cfg.predicted_warp_share > 0 and not (model_cfg or run.model).flow_channels:
         raise ValueError("train.predicted_warp_share needs a generator with a flow (model.flow_channels)")
+    if cfg.rigid_context_share > 0 and not (model_cfg or run.model).flow_channels:
+        raise ValueError("train.rigid_context_share needs a generator with a flow (model.flow_channels)")
 
     # ---- data ------------------------------------------------------------------------------------
     sampler = WindowSampler(dataset, context, motion_share=cfg.motion_share)
@@ -419,6 +434,12 @@ def train(run: RunConfig) -> Path:
     # ---- the loop -----------------------------------------------------------------------------------
     empty_frame = model.empty_frame.cpu().numpy()
     n_rolled = rolled_rows(cfg)
+    n_rigid = round(cfg.rigid_context_share * cfg.batch_size)
+    if n_rigid + n_rolled > cfg.batch_size:
+        raise ValueError(
+            f"train.rigid_context_share and rollout_share ask for {n_rigid} + {n_rolled} rows of a batch of "
+            f"{cfg.batch_size}"
+        )
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
@@ -429,6 +450,8 @@ def train(run: RunConfig) -> Path:
                 batch, own_rollouts(ema, rollout_samplers, cfg, rank, world, batch_rng, noise_gen)
             )
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
+        if n_rigid:
+            batch = with_rigid_contexts(batch, n_rigid, dataset)
         noise = model.draw_noise(cfg.batch_size, noise_gen)
         if world > 1 and n_rolled:  # each row keeps its noise: one process computes the same
             order = dealt_to_ranks(cfg.batch_size, world)
@@ -498,6 +521,8 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"train.predicted_warp_share must be in [0, 1], got {cfg.predicted_warp_share}")
     if not 0.0 <= cfg.rollout_share <= 1.0:
         raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
+    if not 0.0 <= cfg.rigid_context_share <= 1.0:
+        raise ValueError(f"train.rigid_context_share must be in [0, 1], got {cfg.rigid_context_share}")
     if cfg.rollout_share > 0 and (cfg.rollout_steps < 1 or rolled_rows(cfg) == 0):
         raise ValueError(
             f"train.rollout_share={cfg.rollout_share} with rollout_steps={cfg.rollout_steps} rolls out "
