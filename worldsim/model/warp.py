@@ -144,12 +144,15 @@ def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) 
     out, known = frames.clone(), ~holes & ~landed
     todo = holes.clone()
     for _ in range(sum(frames.shape[-2:])):
-        if not todo.any():
+        left = int(todo.sum())
+        if left == 0:
             break
         for dv, dh in ((-1, 0), (1, 0), (0, -1), (0, 1)):
             take = todo & _shifted(known, dv, dh, False)
             out = torch.where(take[:, None], _shifted(out, dv, dh, HOLE), out)
             known, todo = known | take, todo & ~take
+        if int(todo.sum()) == left:  # a pass that fills nothing: what is left has nothing known near it
+            break
     return out
 
 
