@@ -214,7 +214,9 @@ class DreamVectorEnv(VectorEnv):
 
     def _noise(self, worlds: np.ndarray) -> dict[str, torch.Tensor]:
         """Each world's sampling noise from its own stream: batching does not change what it draws."""
-        draws = [self.model.draw_sampling_noise(1, self._torch_gens[i], steps=self.sampling_steps) for i in worlds]
+        draws = [
+            self.model.draw_sampling_noise(1, self._torch_gens[i], steps=self.sampling_steps) for i in worlds
+        ]
         return {key: torch.cat([d[key] for d in draws]) for key in draws[0]}
 
     # -- Gymnasium API --------------------------------------------------------------------------

@@ -174,7 +174,9 @@ def test_ancestral_noise_is_drawn_per_world_and_required():
     acts, prompt = torch.zeros(2, model.cfg.context, 2), model.encode_prompts(["a red ball"] * 2)
     draws = [model.draw_sampling_noise(1, torch.Generator().manual_seed(i)) for i in range(2)]
     assert draws[0]["renoise"].shape == (1, 2, 3, 32, 32)
-    both = model.predict_next(ctx, acts, prompt, noise={k: torch.cat([d[k] for d in draws]) for k in draws[0]})
+    both = model.predict_next(
+        ctx, acts, prompt, noise={k: torch.cat([d[k] for d in draws]) for k in draws[0]}
+    )
     alone = model.predict_next(ctx[1:], acts[1:], prompt[1:], noise=draws[1])
     assert torch.equal(both[1:], alone)
     with pytest.raises(ValueError, match="renoise"):

@@ -46,7 +46,9 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
             f"min_change_levels must be in 0..255 (grey levels), got {given['min_change_levels']}"
         )
     if given.get("sampling_eta", 0.0) < 0:
-        raise ValueError(f"sampling_eta must be >= 0 (0: Euler's ODE, 1: ancestral), got {given['sampling_eta']}")
+        raise ValueError(
+            f"sampling_eta must be >= 0 (0: Euler's ODE, 1: ancestral), got {given['sampling_eta']}"
+        )
     if not isinstance(given.get("flow_dither", False), bool):
         raise ValueError(f"flow_dither is true or false, got {given['flow_dither']!r}")
     if given.get("sampling_context_noise", 0.0) < 0:

@@ -97,12 +97,13 @@ def rigid_context(context_uint8: np.ndarray, palettes: Sequence[Palette | None])
     are left as they are.
 
     Why: MuJoCo draws a ball a fraction of a pixel further on by changing its outline, and a flow
-    learned on MuJoCo's contexts reads speed partly from those outlines. In its own rollout a ball is
-    moved whole and its outline never changes, so the same flow reads less speed (on Balls, 0.9 of the
-    true speed teacher-forced, 0.55 in rollouts: README). Here each object keeps its first outline and
-    steps by whole pixels, staying within rounding of MuJoCo's path, so the move it is taught from such
-    a context (``object_flow`` from the made last frame to the true next one) is what a rollout asks.
-    The scenery comes from the true frames (what a rollout's change draws), the objects from the warp."""
+    learned on MuJoCo's contexts may read speed partly from those outlines, which its own rollout,
+    moving a ball whole, never changes (on Balls it keeps 0.9 of a ball's speed teacher-forced, 0.55
+    in rollouts; learning from these contexts did not change that: README). Each object keeps its
+    first outline and steps by whole pixels, staying within rounding of MuJoCo's path, so the move it
+    is taught from such a context (``object_flow`` from the made last frame to the true next one) is
+    what a rollout asks. The scenery comes from the true frames (what a rollout's change draws), the
+    objects from the warp."""
     import torch
 
     from worldsim.model.warp import warp
