@@ -306,6 +306,7 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"predicted_warp_share": -0.1},
         {"rigid_context_share": 0.5},  # no flow to make contexts as
         {"rigid_context_share": 1.2},
+        {"rigid_context_share": 0.5, "rollout_share": 0.75},  # more rows than a batch holds
     ],
 )
 def test_settings_that_would_fail_late_or_do_nothing_are_refused(tiny_data, tmp_path, bad):

@@ -163,7 +163,7 @@ def sample(
     want = (shape[0], steps - 1, *shape[1:])
     if fresh and renoise is None:
         renoise = torch.randn(want, generator=generator, device=gen_device)
-    if fresh and renoise is not None and tuple(renoise.shape) != want:
+    elif fresh and tuple(renoise.shape) != want:
         raise ValueError(f"renoise has shape {tuple(renoise.shape)}, expected {want} for {steps} steps")
     x = noise.to(device) * sigmas[0]
     for i in range(steps):

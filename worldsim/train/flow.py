@@ -107,6 +107,7 @@ def rigid_context(context_uint8: np.ndarray, palettes: Sequence[Palette | None])
     import torch
 
     from worldsim.model.warp import warp
+    from worldsim.model.world_model import to_float, to_uint8
 
     context = np.asarray(context_uint8)
     if context.ndim != 5 or len(palettes) != len(context):
@@ -120,9 +121,8 @@ def rigid_context(context_uint8: np.ndarray, palettes: Sequence[Palette | None])
     row_palettes = [palettes[i] for i in rows]
     for t in range(1, context.shape[1]):
         field, _ = object_flow(out[rows, t - 1], context[rows, t], row_palettes)
-        last = torch.from_numpy(out[rows, t - 1]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        moved = warp(last, torch.from_numpy(field))
-        made = ((moved.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        moved = warp(to_float(torch.from_numpy(out[rows, t - 1])), torch.from_numpy(field))
+        made = to_uint8(moved).numpy()
         for j, (i, palette) in enumerate(zip(rows, row_palettes, strict=True)):
             # the scenery from the true frame: in a rollout the change repairs what the warp's hole
             # filling gets wrong (a wedge of a pole a ball uncovered), which three warps in a row

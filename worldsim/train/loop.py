@@ -434,12 +434,7 @@ def train(run: RunConfig) -> Path:
     # ---- the loop -----------------------------------------------------------------------------------
     empty_frame = model.empty_frame.cpu().numpy()
     n_rolled = rolled_rows(cfg)
-    n_rigid = round(cfg.rigid_context_share * cfg.batch_size)
-    if n_rigid + n_rolled > cfg.batch_size:
-        raise ValueError(
-            f"train.rigid_context_share and rollout_share ask for {n_rigid} + {n_rolled} rows of a batch of "
-            f"{cfg.batch_size}"
-        )
+    n_rigid = rigid_rows(cfg)
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
@@ -523,6 +518,11 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
     if not 0.0 <= cfg.rigid_context_share <= 1.0:
         raise ValueError(f"train.rigid_context_share must be in [0, 1], got {cfg.rigid_context_share}")
+    if rigid_rows(cfg) + rolled_rows(cfg) > cfg.batch_size:
+        raise ValueError(
+            f"train.rigid_context_share and rollout_share ask for {rigid_rows(cfg)} + {rolled_rows(cfg)} "
+            f"rows of a batch of {cfg.batch_size}"
+        )
     if cfg.rollout_share > 0 and (cfg.rollout_steps < 1 or rolled_rows(cfg) == 0):
         raise ValueError(
             f"train.rollout_share={cfg.rollout_share} with rollout_steps={cfg.rollout_steps} rolls out "
@@ -534,6 +534,11 @@ def check_settings(cfg: TrainConfig) -> None:
 def rolled_rows(cfg: TrainConfig) -> int:
     """How many rows of each global batch continue from the model's own rollout."""
     return round(cfg.rollout_share * cfg.batch_size)
+
+
+def rigid_rows(cfg: TrainConfig) -> int:
+    """How many rows of each global batch learn from contexts remade as a flow makes frames."""
+    return round(cfg.rigid_context_share * cfg.batch_size)
 
 
 def own_rollouts(
