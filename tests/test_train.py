@@ -300,6 +300,8 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     [
         {"frame_loss": "l3"},
         {"huber_c": 0.0},
+        {"flow_loss": "l1"},
+        {"flow_loss": "pseudo_huber"},  # no flow to learn a median move
         {"rollout_share": 1.5},
         {"rollout_share": 0.01},
         {"predicted_warp_share": 0.5},  # no flow to predict a warp

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldsim.model.edm import EDMConfig, draw_training_noise, sample, training_loss
+from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, training_loss
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
@@ -122,6 +122,10 @@ FLOW_SCALE_PX = 8.0
 (Balls' fastest drops move about 10), so the network works at unit scale."""
 
 FLOW_LOSS_WEIGHT = 0.1
+
+FLOW_HUBER_C_PX = 0.1
+"""The bend of the flow's pseudo-Huber error (``flow_kind="pseudo_huber"``), in pixels: a step's moves
+are whole pixels in the warp, so errors above a tenth of one are counted by their size."""
 """Weight of the flow's error (squared pixels) beside the frame loss. The flow U-Net has weights of its
 own, which Adam steps alike at any weight; this sets how much the flow moves the shared conditioning."""
 
@@ -157,6 +161,20 @@ def motion_mask(
     if dilate:
         m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
     return m
+
+
+def flow_error(predicted: torch.Tensor, target: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """Per-pixel error ``[B, 1, H, W]`` of a displacement field ``[B, 2, H, W]`` (pixels).
+
+    ``"l2"``: the squared distance, whose minimiser is the mean move. Where a ball may bounce or
+    fly on, the mean is a shortened move, and a rollout compounds the shortfall step after step.
+    ``"pseudo_huber"``: ``sqrt(d^2 + c^2) - c`` of the distance ``d`` (``c = FLOW_HUBER_C_PX``),
+    whose minimiser is the spatial median: the more likely of the two moves, at full length.
+    """
+    if kind not in LOSSES:
+        raise ValueError(f"the flow's error must be one of {LOSSES}, got {kind!r}")
+    sq = (predicted - target).square().sum(1, keepdim=True)
+    return sq if kind == "l2" else (sq + FLOW_HUBER_C_PX**2).sqrt() - FLOW_HUBER_C_PX
 
 
 class WorldModel(nn.Module):
@@ -333,9 +351,10 @@ class WorldModel(nn.Module):
         flow_target: torch.Tensor | None = None,
         flow_weight: torch.Tensor | None = None,
         predicted_warp_share: float = 0.0,
+        flow_kind: str = "l2",
     ) -> torch.Tensor:
         """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
-        weighted mean squared error in pixels). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
+        weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``,
         ``frame_index[B]`` the target's index in its episode (needed with a clock); ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
@@ -345,7 +364,8 @@ class WorldModel(nn.Module):
         ``flow_weight[B,1,H,W]``; the change it learns is the one left after the true warp, or, in a
         ``predicted_warp_share`` of the rows, after the warp by the field the flow predicts (no
         gradient through it): sampling draws the change on a predicted warp, whose whole-pixel misses
-        and split regions a change trained only on true warps never saw.
+        and split regions a change trained only on true warps never saw. ``flow_kind`` chooses the
+        flow's error as ``flow_error`` takes it.
 
         ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
         frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
@@ -378,7 +398,7 @@ class WorldModel(nn.Module):
                 )
             flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
             predicted = self._flow(ctx, cond_args)
-            err = (predicted - flow_target).square().sum(1, keepdim=True)
+            err = flow_error(predicted, flow_target, flow_kind)
             flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
             field = flow_target
             if predicted_warp_share > 0:

@@ -64,6 +64,7 @@ class TrainConfig:
     heads_weight: float = 1.0  # weight of the reward/termination losses
     frame_loss: str = "l2"  # "l2" or "pseudo_huber": the frame model's error (edm.training_loss)
     huber_c: float = 0.03  # pseudo-Huber's bend, in the network's unit-variance output scale (edm)
+    flow_loss: str = "l2"  # "l2" or "pseudo_huber": a flow's error (world_model.flow_error)
     undo_context_noise: bool = False  # learn the change from the noisy last context frame (WorldModel.loss)
     predicted_warp_share: float = 0.0  # with a flow: share of rows whose change is learned on the
     # warp by the predicted field, as sampling draws it (WorldModel.loss)
@@ -259,9 +260,11 @@ def compute_losses(
     huber_c: float = 0.03,
     undo_context_noise: bool = False,
     predicted_warp_share: float = 0.0,
+    flow_kind: str = "l2",
 ) -> dict[str, torch.Tensor]:
     """Frame loss of the generator and the heads' losses on one batch slice; ``kind``, ``huber_c``,
-    ``undo_context_noise`` and ``predicted_warp_share`` as ``WorldModel.loss`` takes them."""
+    ``undo_context_noise``, ``predicted_warp_share`` and ``flow_kind`` as ``WorldModel.loss`` takes
+    them."""
     device = next(model.parameters()).device
     prompt = model.encode_prompts(b["captions"])  # once: the frame loss trains it, the heads read it
     frame = model.loss(
@@ -279,6 +282,7 @@ def compute_losses(
         flow_target=b.get("flow_target"),
         flow_weight=b.get("flow_weight"),
         predicted_warp_share=predicted_warp_share,
+        flow_kind=flow_kind,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -358,6 +362,8 @@ def train(run: RunConfig) -> Path:
     context = model_cfg.context if model_cfg is not None else run.model.context
     if cfg.predicted_warp_share > 0 and not (model_cfg or run.model).flow_channels:
         raise ValueError("train.predicted_warp_share needs a generator with a flow (model.flow_channels)")
+    if cfg.flow_loss != "l2" and not (model_cfg or run.model).flow_channels:
+        raise ValueError(f"train.flow_loss={cfg.flow_loss} needs a generator with a flow (model.flow_channels)")
     if cfg.rigid_context_share > 0 and not (model_cfg or run.model).flow_channels:
         raise ValueError("train.rigid_context_share needs a generator with a flow (model.flow_channels)")
 
@@ -461,6 +467,7 @@ def train(run: RunConfig) -> Path:
             cfg.huber_c,
             cfg.undo_context_noise,
             cfg.predicted_warp_share,
+            cfg.flow_loss,
         )
         total = losses["frame"] + cfg.heads_weight * (losses["reward"] + losses["termination"])
         optimizer.zero_grad(set_to_none=True)
@@ -508,6 +515,8 @@ def check_settings(cfg: TrainConfig) -> None:
     """Refuse settings that would fail late (at the first step) or silently do nothing."""
     if cfg.frame_loss not in LOSSES:
         raise ValueError(f"train.frame_loss must be one of {LOSSES}, got {cfg.frame_loss!r}")
+    if cfg.flow_loss not in LOSSES:
+        raise ValueError(f"train.flow_loss must be one of {LOSSES}, got {cfg.flow_loss!r}")
     if cfg.huber_c <= 0:
         raise ValueError(
             f"train.huber_c must be > 0 (the loss has no gradient at 0 otherwise), got {cfg.huber_c}"
