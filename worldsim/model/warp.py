@@ -140,20 +140,28 @@ def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) 
     What a moving object uncovers is, in a flat-colour scene, almost always the colour around it (the
     backdrop behind a ball, a goal line continuing above and below it); filled so, the change is left
     with only what truly appears. A hole with nothing known around it keeps ``HOLE``.
+
+    Holes are a few pixels in thousands, so the passes walk a list of them, not the whole frame.
     """
-    out, known = frames.clone(), ~holes & ~landed
-    todo = holes.clone()
-    for _ in range(sum(frames.shape[-2:])):
-        left = int(todo.sum())
+    b, c, h, w = frames.shape
+    out = frames.permute(0, 2, 3, 1).reshape(-1, c).clone()  # [B*H*W, C]
+    known = (~holes & ~landed).reshape(-1)
+    todo = holes.reshape(-1).nonzero().squeeze(1)  # flat indices of the pixels left to fill
+    row, col = (todo // w) % h, todo % w
+    for _ in range(h + w):
+        left = todo.numel()
         if left == 0:
             break
         for dv, dh in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            take = todo & _shifted(known, dv, dh, False)
-            out = torch.where(take[:, None], _shifted(out, dv, dh, HOLE), out)
-            known, todo = known | take, todo & ~take
-        if int(todo.sum()) == left:  # a pass that fills nothing: what is left has nothing known near it
+            inside = (row + dv >= 0) & (row + dv < h) & (col + dh >= 0) & (col + dh < w)
+            src = torch.where(inside, todo + dv * w + dh, todo)
+            take = inside & known[src]
+            out[todo[take]] = out[src[take]]
+            known[todo[take]] = True
+            todo, row, col = todo[~take], row[~take], col[~take]
+        if todo.numel() == left:  # a pass that fills nothing: what is left has nothing known near it
             break
-    return out
+    return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
 
 
 def warp(frames: torch.Tensor, flow_px: torch.Tensor, dither: torch.Tensor | None = None) -> torch.Tensor:
