@@ -363,7 +363,9 @@ def train(run: RunConfig) -> Path:
     if cfg.predicted_warp_share > 0 and not (model_cfg or run.model).flow_channels:
         raise ValueError("train.predicted_warp_share needs a generator with a flow (model.flow_channels)")
     if cfg.flow_loss != "l2" and not (model_cfg or run.model).flow_channels:
-        raise ValueError(f"train.flow_loss={cfg.flow_loss} needs a generator with a flow (model.flow_channels)")
+        raise ValueError(
+            f"train.flow_loss={cfg.flow_loss} needs a generator with a flow (model.flow_channels)"
+        )
     if cfg.rigid_context_share > 0 and not (model_cfg or run.model).flow_channels:
         raise ValueError("train.rigid_context_share needs a generator with a flow (model.flow_channels)")
 
