@@ -83,6 +83,22 @@ def test_prediction_shapes_and_dtypes():
     assert video.shape == (4, 5, 32, 32, 3) and video.dtype == torch.uint8
 
 
+@pytest.mark.parametrize("unshuffle", [1, 2, 4])
+def test_the_stem_on_pixels_is_the_stem_on_the_unshuffled_grid(unshuffle):
+    """The U-Net's first layer runs on the frame's own pixels as one strided convolution: it must
+    compute what the stored 3x3 weights compute on the pixel-unshuffled grid, so checkpoints keep
+    their meaning."""
+    import torch.nn.functional as F
+
+    from worldsim.model.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=7, out_channels=3, channels=[16, 32], unshuffle=unshuffle, groups=4))
+    x = torch.randn(2, 7, 16, 16)
+    on_grid = net.stem(F.pixel_unshuffle(x, unshuffle) if unshuffle > 1 else x)
+    torch.testing.assert_close(net.stem_on_pixels(x), on_grid, atol=1e-5, rtol=1e-5)
+
+
 def test_sampling_is_deterministic_for_a_seed():
     model = WorldModel(tiny_config(min_change_levels=0)).eval()
     torch.nn.init.normal_(model.unet.head.weight, std=0.05)  # an untrained head outputs zeros
