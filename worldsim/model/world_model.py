@@ -29,16 +29,13 @@ Design choices, each measured on Balls (see the README):
   motion (``worldsim.train.flow``); the change is learned on top of the frame warped by that *true*
   field, so it learns to fill the holes a move leaves and to add what a warp cannot make, never to
   move an object itself (learned on the predicted field, it would learn to blend an unsure object).
-- Sampling may run the U-Nets in bfloat16 (``sampling_precision``): on a CPU with bf16 units it
+- Sampling may run the U-Net in bfloat16 (``sampling_precision``): on a CPU with bf16 units it
   halves the cost of a step, and the frames it makes are scored like float32's (README). Where
-  bfloat16 is not native, sampling runs in float32. The networks it runs are bfloat16 copies, made
-  once and remade when a weight changes, not the float32 ones under autocast, which casts every
-  weight at every call and runs each GroupNorm in float32 between casts.
+  bfloat16 is not native, sampling runs in float32.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -180,17 +177,6 @@ def flow_error(predicted: torch.Tensor, target: torch.Tensor, kind: str = "l2") 
     return sq if kind == "l2" else (sq + FLOW_HUBER_C_PX**2).sqrt() - FLOW_HUBER_C_PX
 
 
-class InBFloat16(nn.Module):
-    """A copy of a network ``F(x, cond)`` with bfloat16 weights, taking and returning float32."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = copy.deepcopy(net).to(torch.bfloat16).requires_grad_(False)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.net(x.to(torch.bfloat16), cond.to(torch.bfloat16)).float()
-
-
 class WorldModel(nn.Module):
     """Frame generator (U-Net denoiser), prompt encoder, and separate reward/termination heads."""
 
@@ -298,47 +284,29 @@ class WorldModel(nn.Module):
             ctx = torch.cat([ctx, (context[:, 1:] - context[:, :-1]).flatten(1, 2)], dim=1)
         return ctx
 
-    def _flow(self, ctx: torch.Tensor, cond_args: tuple, flow_net: nn.Module | None = None) -> torch.Tensor:
+    def _flow(self, ctx: torch.Tensor, cond_args: tuple) -> torch.Tensor:
         """The displacement field ``[B, 2, H, W]`` in pixels (u, v) from the context channels; it reads
-        the conditions as the denoiser does, at a fixed noise level. ``flow_net``: the network to
-        run, by default the model's own (sampling passes its bfloat16 copy)."""
+        the conditions as the denoiser does, at a fixed noise level."""
         b = ctx.shape[0]
         cond = self._cond(torch.zeros(b, device=ctx.device), *cond_args)
-        return FLOW_SCALE_PX * (flow_net or self.flow_net)(ctx, cond).float()
+        return FLOW_SCALE_PX * self.flow_net(ctx, cond).float()
 
     def _net(
         self,
         ctx: torch.Tensor,
         cond_args: tuple,
         warped: torch.Tensor | None = None,
-        unet: nn.Module | None = None,
     ):
         """The raw network ``F(x, c_noise)`` for fixed context channels (``_context_channels``),
         conditions ``(ctx_sigma, prompt, actions, context_mask, frame_index)`` and, with a flow, the
-        warped last frame, as EDM calls it. ``unet``: the network to run, by default the model's own."""
+        warped last frame, as EDM calls it."""
         extra = ctx if warped is None else torch.cat([ctx, warped], dim=1)
-        unet = unet or self.unet
 
         def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
             cond = self._cond(c_noise.expand(x.shape[0]), *cond_args)
-            return unet(torch.cat([x, extra], dim=1), cond)
+            return self.unet(torch.cat([x, extra], dim=1), cond)
 
         return net
-
-    def _sampling_networks(self, bf16: bool) -> tuple[nn.Module, nn.Module | None]:
-        """The U-Net and the flow U-Net (None without a flow) that sampling runs: the model's own, or
-        with ``bf16`` copies in bfloat16 (1.2-1.3x faster than autocast, measured at 64 worlds). A
-        copy is remade whenever a weight changed since it was made (an optimiser or EMA step, a load,
-        a move to another device): each parameter's storage and in-place version are its key."""
-        nets = (self.unet, getattr(self, "flow_net", None))
-        if not bf16:
-            return nets
-        key = tuple((p.data_ptr(), p._version) for net in nets if net is not None for p in net.parameters())
-        cached = self.__dict__.get("_bfloat16_copies")  # kept out of the modules: never in a state_dict
-        if cached is None or cached[0] != key:
-            copies = tuple(None if net is None else InBFloat16(net) for net in nets)
-            self.__dict__["_bfloat16_copies"] = cached = (key, copies)
-        return cached[1]
 
     # -- training -------------------------------------------------------------------------------
 
@@ -493,23 +461,24 @@ class WorldModel(nn.Module):
         shape = (b, 3, cfg.height, cfg.width)
         bf16 = check_precision(precision or cfg.sampling_precision) == "bfloat16" and bfloat16_is_fast(device)
         base = last
-        unet, flow_net = self._sampling_networks(bf16)
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
-            flow = self._flow(ctx, cond_args, flow_net)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                flow = self._flow(ctx, cond_args)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
             base = warp(last, flow, dither)
-        net = self._net(ctx, cond_args, base if cfg.flow_channels else None, unet)
-        out = sample(
-            net,
-            shape,
-            cfg.edm,
-            steps,
-            device=device,
-            noise=noise["sample"].to(device),
-            eta=cfg.sampling_eta,
-            renoise=noise["renoise"].to(device) if "renoise" in noise else None,
-        ).float()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            net = self._net(ctx, cond_args, base if cfg.flow_channels else None)
+            out = sample(
+                net,
+                shape,
+                cfg.edm,
+                steps,
+                device=device,
+                noise=noise["sample"].to(device),
+                eta=cfg.sampling_eta,
+                renoise=noise["renoise"].to(device) if "renoise" in noise else None,
+            ).float()
         delta = out if cfg.target == "delta" else out - base
         if cfg.min_change_levels > 0:
             # Scenes are flat colours: a real change of a pixel is a change of colour, tens of levels.
