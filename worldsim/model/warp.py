@@ -122,16 +122,6 @@ def splat_forward(
     return out.view(b, h, w, c).permute(0, 3, 1, 2), moving & ~landed, landed
 
 
-def _shifted(x: torch.Tensor, dv: int, dh: int, fill: float | bool) -> torch.Tensor:
-    """``x[..., H, W]`` read one pixel away: ``out[i, j] = x[i + dv, j + dh]``, ``fill`` outside."""
-    out = torch.full_like(x, fill)
-    h, w = x.shape[-2:]
-    out[..., max(-dv, 0) : h - max(dv, 0), max(-dh, 0) : w - max(dh, 0)] = x[
-        ..., max(dv, 0) : h - max(-dv, 0), max(dh, 0) : w - max(-dh, 0)
-    ]
-    return out
-
-
 def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) -> torch.Tensor:
     """Fill each hole from the scene that stood still around it: a hole pixel takes the colour of a
     neighbour that is known (neither a hole nor a pixel that landed there this step), trying the

@@ -122,12 +122,12 @@ FLOW_SCALE_PX = 8.0
 (Balls' fastest drops move about 10), so the network works at unit scale."""
 
 FLOW_LOSS_WEIGHT = 0.1
+"""Weight of the flow's error (squared pixels) beside the frame loss. The flow U-Net has weights of its
+own, which Adam steps alike at any weight; this sets how much the flow moves the shared conditioning."""
 
 FLOW_HUBER_C_PX = 0.1
 """The bend of the flow's pseudo-Huber error (``flow_kind="pseudo_huber"``), in pixels: a step's moves
 are whole pixels in the warp, so errors above a tenth of one are counted by their size."""
-"""Weight of the flow's error (squared pixels) beside the frame loss. The flow U-Net has weights of its
-own, which Adam steps alike at any weight; this sets how much the flow moves the shared conditioning."""
 
 
 def clock_features(frame_index: torch.Tensor, clock_frames: int) -> torch.Tensor:
@@ -170,6 +170,8 @@ def flow_error(predicted: torch.Tensor, target: torch.Tensor, kind: str = "l2") 
     fly on, the mean is a shortened move, and a rollout compounds the shortfall step after step.
     ``"pseudo_huber"``: ``sqrt(d^2 + c^2) - c`` of the distance ``d`` (``c = FLOW_HUBER_C_PX``),
     whose minimiser is the spatial median: the more likely of the two moves, at full length.
+    Measured on Balls, the median did not restore the flow's speed and rolled out worse (README):
+    the shortfall is not the mean under doubt.
     """
     if kind not in LOSSES:
         raise ValueError(f"the flow's error must be one of {LOSSES}, got {kind!r}")
