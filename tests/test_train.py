@@ -17,9 +17,9 @@ import torch
 
 from worldsim.data.collect import collect
 from worldsim.model.unet import UNetConfig
-from worldsim.model.world_model import WorldModelConfig
+from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_train_state
-from worldsim.train.loop import RunConfig, TrainConfig, train
+from worldsim.train.loop import RunConfig, TrainConfig, load_init, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -293,6 +293,19 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     again.model.flow_channels = [16, 16]
     with pytest.raises(ValueError, match="keeps it"):
         train(again)
+    # a new, narrower change U-Net on top of the trained flow: it starts untrained, the rest as it was
+    small = tiny_run(tiny_data, tmp_path / "small", steps=2, init=str(flowing.path), fresh_unet=True)
+    small.model.unet.channels = [8, 8]
+    small_ckpt = load_checkpoint(train(small))
+    assert small_ckpt.config["unet"]["channels"] == [8, 8]
+    assert small_ckpt.config["flow_channels"] == [8, 8]
+    model = WorldModel(WorldModelConfig.from_dict(small_ckpt.config))
+    load_init(flowing, model, fresh_unet=True)
+    assert torch.equal(model.flow_net.head.weight, flowing.state_dict["flow_net.head.weight"])
+    assert not model.unet.head.weight.any()  # untrained: the generator starts as the warp alone
+    no_flow = tiny_run(tiny_data, tmp_path / "no_flow", steps=1, init=str(first), fresh_unet=True)
+    with pytest.raises(ValueError, match="train.fresh_unet needs a checkpoint with a flow"):
+        train(no_flow)
 
 
 @pytest.mark.parametrize(
@@ -301,6 +314,7 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"frame_loss": "l3"},
         {"huber_c": 0.0},
         {"flow_loss": "l1"},
+        {"fresh_unet": True},  # nothing to fine-tune
         {"flow_loss": "pseudo_huber"},  # no flow to learn a median move
         {"rollout_share": 1.5},
         {"rollout_share": 0.01},

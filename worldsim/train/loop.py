@@ -78,6 +78,8 @@ class TrainConfig:
     # makes frames, objects moved whole by whole pixels (train.flow.rigid_context)
     init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept,
     # its training noise levels are the run's (TRAINING_NOISE_SETTINGS)
+    fresh_unet: bool = False  # fine-tuning a generator with a flow: its change U-Net starts untrained,
+    # at the run's model.unet widths (the warp draws the frames until it has learned; README)
     log_every: int = 50
     eval_every: int = 1000
     eval_episodes: int = 16
@@ -159,11 +161,14 @@ ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.")
 STEM = "unet.stem.weight"
 
 
-def load_init(init: Checkpoint, model: WorldModel) -> None:
+def load_init(init: Checkpoint, model: WorldModel, fresh_unet: bool = False) -> None:
     """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except what
     ``ADDED_BY_FINE_TUNING`` names, which keeps its initial weights, and the U-Net's first layer,
-    which gains zero weights on the warped frame when a flow is added."""
+    which gains zero weights on the warped frame when a flow is added. With ``fresh_unet`` the
+    change U-Net keeps its initial weights too (its head is zero: the generator starts as the warp)."""
     state, own = dict(init.state_dict), model.state_dict()
+    if fresh_unet:
+        state = {k: v for k, v in state.items() if not k.startswith("unet.")}
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
     if adds_flow and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
         extra = own[STEM].shape[1] - state[STEM].shape[1]
@@ -171,7 +176,8 @@ def load_init(init: Checkpoint, model: WorldModel) -> None:
             [state[STEM], own[STEM][:, -extra:].new_zeros(own[STEM][:, -extra:].shape)], 1
         )
     missing, unexpected = set(own) - set(state), set(state) - set(own)
-    only_added = bool(missing) and not unexpected and all(k.startswith(ADDED_BY_FINE_TUNING) for k in missing)
+    added = ADDED_BY_FINE_TUNING + (("unet.",) if fresh_unet else ())
+    only_added = bool(missing) and not unexpected and all(k.startswith(added) for k in missing)
     replace(init, state_dict=state).load_into(model, strict=not only_added)  # anything else raises
 
 
@@ -349,6 +355,13 @@ def train(run: RunConfig) -> Path:
                     f"(model.flow_channels={list(run.model.flow_channels)} asks for another)"
                 )
             model_cfg.flow_channels = list(run.model.flow_channels)  # and a flow
+        if cfg.fresh_unet:
+            if not model_cfg.flow_channels:
+                raise ValueError(
+                    f"train.fresh_unet needs a checkpoint with a flow to draw frames while the new U-Net "
+                    f"learns; {cfg.init} has none"
+                )
+            model_cfg.unet = copy.deepcopy(run.model.unet)  # the run's widths, trained from scratch
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         # The noise levels training draws are a training setting, not the architecture: the run's own.
@@ -386,7 +399,7 @@ def train(run: RunConfig) -> Path:
         )
     model = WorldModel(model_cfg).to(device)
     if init is not None:
-        load_init(init, model)
+        load_init(init, model, cfg.fresh_unet)
     elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -517,6 +530,8 @@ def check_settings(cfg: TrainConfig) -> None:
     """Refuse settings that would fail late (at the first step) or silently do nothing."""
     if cfg.frame_loss not in LOSSES:
         raise ValueError(f"train.frame_loss must be one of {LOSSES}, got {cfg.frame_loss!r}")
+    if cfg.fresh_unet and not cfg.init:
+        raise ValueError("train.fresh_unet starts a fine-tuning's change U-Net afresh: it needs train.init")
     if cfg.flow_loss not in LOSSES:
         raise ValueError(f"train.flow_loss must be one of {LOSSES}, got {cfg.flow_loss!r}")
     if cfg.huber_c <= 0:
