@@ -373,14 +373,16 @@ def train(run: RunConfig) -> Path:
                 )
             setattr(model_cfg.edm, name, now)
     context = model_cfg.context if model_cfg is not None else run.model.context
-    if cfg.predicted_warp_share > 0 and not (model_cfg or run.model).flow_channels:
-        raise ValueError("train.predicted_warp_share needs a generator with a flow (model.flow_channels)")
-    if cfg.flow_loss != "l2" and not (model_cfg or run.model).flow_channels:
-        raise ValueError(
-            f"train.flow_loss={cfg.flow_loss} needs a generator with a flow (model.flow_channels)"
-        )
-    if cfg.rigid_context_share > 0 and not (model_cfg or run.model).flow_channels:
-        raise ValueError("train.rigid_context_share needs a generator with a flow (model.flow_channels)")
+    if not (model_cfg or run.model).flow_channels:  # settings that only a flow gives a meaning
+        for name, asked in (
+            ("predicted_warp_share", cfg.predicted_warp_share > 0),
+            ("flow_loss", cfg.flow_loss != "l2"),
+            ("rigid_context_share", cfg.rigid_context_share > 0),
+        ):
+            if asked:
+                raise ValueError(
+                    f"train.{name}={getattr(cfg, name)} needs a generator with a flow (model.flow_channels)"
+                )
 
     # ---- data ------------------------------------------------------------------------------------
     sampler = WindowSampler(dataset, context, motion_share=cfg.motion_share)
