@@ -31,7 +31,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.truth import ACTION_SPACE, observation_space
 from worldsim.model.probe import COLOUR_SLOTS, StateProbe, object_colours
-from worldsim.model.world_model import WorldModel, check_precision, to_float
+from worldsim.model.world_model import WorldModel, check_precision
 from worldsim.physics.base import check_action
 from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
@@ -251,7 +251,9 @@ class DreamVectorEnv(VectorEnv):
                 noise=self._noise(live),
                 frame_index=torch.from_numpy(self._steps[live] + 1),
             )
-            reward, logit = self.model.heads(to_float(ctx[:, -1]), acts[:, -1], to_float(nxt), prompt)
+            reward, logit = self.model.reward_termination(
+                ctx[:, -1], acts[:, -1], nxt, prompt, precision=self.sampling_precision
+            )
             rewards[live] = reward.cpu().numpy()
             terminated[live] = (logit > 0).cpu().numpy()
             self._frames[idx] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)

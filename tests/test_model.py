@@ -99,6 +99,54 @@ def test_the_stem_on_pixels_is_the_stem_on_the_unshuffled_grid(unshuffle):
     torch.testing.assert_close(net.stem_on_pixels(x), on_grid, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size", [8, 32])
+def test_group_norm_gives_nn_group_norm_s_result_in_the_layout_it_was_given(size):
+    """The U-Net's GroupNorm normalises low-resolution channels-last activations in the contiguous
+    layout for speed: same parameters, same values, and channels-last in, channels-last out."""
+    from worldsim.model.unet import GroupNorm
+
+    torch.manual_seed(0)
+    norm = GroupNorm(4, 16)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    reference = torch.nn.GroupNorm(4, 16)
+    reference.load_state_dict(norm.state_dict())
+    x = (3 * torch.randn(2, 16, size, size) + 1).contiguous(memory_format=torch.channels_last)
+    out = norm(x)
+    torch.testing.assert_close(out, reference(x.contiguous()), atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(norm(x.contiguous()), out, atol=1e-5, rtol=1e-5)
+
+
+def test_the_networks_read_the_context_frames_then_their_differences():
+    """The context channels (built channels-last, as the networks read them fastest) hold frame k's
+    colours at 3k..3k+2 and then the differences of successive frames: the order trained weights
+    were fitted to."""
+    model = WorldModel(tiny_config()).eval()
+    k = model.cfg.context
+    context = torch.randn(2, k, 3, 8, 8)
+    ctx = model._context_channels(context)
+    diffs = context[:, 1:] - context[:, :-1]
+    torch.testing.assert_close(ctx, torch.cat([context.flatten(1, 2), diffs.flatten(1, 2)], dim=1))
+    assert ctx.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_heads_score_a_transition_alike_at_either_precision():
+    model = WorldModel(tiny_config()).eval()
+    torch.manual_seed(0)
+    for p in model.heads.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    ctx, acts, nxt = moving_square_batch()
+    prompt = model.encode_prompts([CAPTIONS[1]] * 4)
+    frame = ctx[:, -1]
+    exact = model.heads(to_float(frame), acts[:, -1], to_float(nxt), prompt)
+    for precision, tol in (("float32", 1e-6), ("bfloat16", 0.05)):
+        reward, logit = model.reward_termination(frame, acts[:, -1], nxt, prompt, precision=precision)
+        assert reward.dtype == logit.dtype == torch.float32
+        torch.testing.assert_close(reward, exact[0], atol=tol, rtol=tol)
+        torch.testing.assert_close(logit, exact[1], atol=tol, rtol=tol)
+
+
 def test_sampling_is_deterministic_for_a_seed():
     model = WorldModel(tiny_config(min_change_levels=0)).eval()
     torch.nn.init.normal_(model.unet.head.weight, std=0.05)  # an untrained head outputs zeros

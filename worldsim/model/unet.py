@@ -29,14 +29,35 @@ class UNetConfig:
     groups: int = 8
 
 
+LOW_RESOLUTION_PIXELS = 256
+"""Grids of at most this many pixels (16x16) are group-normed in the contiguous layout (``GroupNorm``)."""
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters, same result) that normalises a channels-last activation
+    of a low-resolution grid in the contiguous layout and hands it back channels-last.
+
+    PyTorch's channels-last group-norm kernel is several times slower than its contiguous one on
+    small grids with few channels per group: at 64 worlds, 32 channels of 16x16 in bfloat16, 1.9 ms
+    against 0.3 ms with both copies. At 32x32 and above the channels-last kernel is as fast and the
+    copies would cost more, so it keeps it there. Whole U-Nets: 0.73-0.9x the time (README)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = x.shape[-1] * x.shape[-2] <= LOW_RESOLUTION_PIXELS
+        if small and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            out = F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
+            return out.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 class FiLMResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, twice, with the second norm's scale and shift set by the condition."""
 
     def __init__(self, c_in: int, c_out: int, cond_dim: int, groups: int) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(min(groups, c_in), c_in)
+        self.norm1 = GroupNorm(min(groups, c_in), c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = nn.GroupNorm(min(groups, c_out), c_out, affine=False)
+        self.norm2 = GroupNorm(min(groups, c_out), c_out, affine=False)
         self.film = nn.Linear(cond_dim, 2 * c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -56,7 +77,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, groups: int, heads: int = 4) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(min(groups, channels), channels)
+        self.norm = GroupNorm(min(groups, channels), channels)
         self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
         self.proj = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj.weight)
@@ -100,7 +121,7 @@ class UNet(nn.Module):
                 blocks.append(FiLMResBlock(c + skips.pop(), ch[level], cfg.cond_dim, g))
                 c = ch[level]
             self.up.append(blocks)
-        self.head_norm = nn.GroupNorm(min(g, c), c)
+        self.head_norm = GroupNorm(min(g, c), c)
         self.head = nn.Conv2d(c, cfg.out_channels * u * u, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

@@ -151,7 +151,7 @@ def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) 
             todo, row, col = todo[~take], row[~take], col[~take]
         if todo.numel() == left:  # a pass that fills nothing: what is left has nothing known near it
             break
-    return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+    return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def warp(frames: torch.Tensor, flow_px: torch.Tensor, dither: torch.Tensor | None = None) -> torch.Tensor:
