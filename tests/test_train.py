@@ -306,6 +306,24 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     no_flow = tiny_run(tiny_data, tmp_path / "no_flow", steps=1, init=str(first), fresh_unet=True)
     with pytest.raises(ValueError, match="train.fresh_unet needs a checkpoint with a flow"):
         train(no_flow)
+    # a new flow on a coarser grid under the trained change U-Net: it starts untrained, the rest as it was
+    coarse = tiny_run(tiny_data, tmp_path / "coarse", steps=2, init=str(small_ckpt.path), fresh_flow=True)
+    coarse.model.flow_unshuffle = 4
+    coarse_ckpt = load_checkpoint(train(coarse))
+    assert coarse_ckpt.config["flow_unshuffle"] == 4 and coarse_ckpt.config["flow_channels"] == [8, 8]
+    assert coarse_ckpt.config["unet"]["channels"] == [8, 8]
+    model = WorldModel(WorldModelConfig.from_dict(coarse_ckpt.config))
+    assert model.flow_net.cfg.unshuffle == 4
+    load_init(small_ckpt, model, fresh_flow=True)
+    assert torch.equal(model.unet.head.weight, small_ckpt.state_dict["unet.head.weight"])
+    assert not model.flow_net.head.weight.any()  # untrained: no move until it has learned
+    other_grid = tiny_run(tiny_data, tmp_path / "other_grid", steps=1, init=str(coarse_ckpt.path))
+    other_grid.model.flow_channels = [8, 8]  # the same widths on another grid is another flow
+    with pytest.raises(ValueError, match="keeps it"):
+        train(other_grid)
+    no_flow = tiny_run(tiny_data, tmp_path / "no_flow2", steps=1, init=str(first), fresh_flow=True)
+    with pytest.raises(ValueError, match="train.fresh_flow restarts the flow"):
+        train(no_flow)
 
 
 @pytest.mark.parametrize(
@@ -315,6 +333,7 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"huber_c": 0.0},
         {"flow_loss": "l1"},
         {"fresh_unet": True},  # nothing to fine-tune
+        {"fresh_flow": True},
         {"flow_loss": "pseudo_huber"},  # no flow to learn a median move
         {"rollout_share": 1.5},
         {"rollout_share": 0.01},

@@ -73,6 +73,7 @@ class WorldModelConfig:
     clock_frames: int = 0  # > 0: told the index of the frame it makes, saturating at this many frames
     flow_channels: list[int] = field(default_factory=list)  # non-empty: a flow U-Net of these widths warps
     flow_dither: bool = False  # round each region's move stochastically (expected move = the move)
+    flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -194,6 +195,8 @@ class WorldModel(nn.Module):
         cfg.unet.cond_dim = cfg.cond_dim
         self.prompt_encoder = PromptEncoder(cfg.prompt)
         self.unet = UNet(cfg.unet)
+        if cfg.flow_unshuffle < 0:
+            raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
         if cfg.flow_channels:
             if cfg.target != "delta":
                 raise ValueError(
@@ -209,7 +212,7 @@ class WorldModel(nn.Module):
                     blocks_per_level=1,
                     attention=False,
                     cond_dim=cfg.cond_dim,
-                    unshuffle=cfg.unet.unshuffle,
+                    unshuffle=cfg.flow_unshuffle or cfg.unet.unshuffle,
                     groups=cfg.unet.groups,
                 )
             )

@@ -80,6 +80,8 @@ class TrainConfig:
     # its training noise levels are the run's (TRAINING_NOISE_SETTINGS)
     fresh_unet: bool = False  # fine-tuning a generator with a flow: its change U-Net starts untrained,
     # at the run's model.unet widths (the warp draws the frames until it has learned; README)
+    fresh_flow: bool = False  # fine-tuning a generator with a flow: its flow U-Net starts untrained at
+    # the run's model.flow_channels and model.flow_unshuffle (the change U-Net keeps its weights)
     log_every: int = 50
     eval_every: int = 1000
     eval_episodes: int = 16
@@ -161,14 +163,22 @@ ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.")
 STEM = "unet.stem.weight"
 
 
-def load_init(init: Checkpoint, model: WorldModel, fresh_unet: bool = False) -> None:
+def flow_grid(model_cfg: Any) -> int:
+    """The pixel-unshuffle a flow U-Net of ``model_cfg`` works at (its own, or the U-Net's)."""
+    return model_cfg.flow_unshuffle or model_cfg.unet.unshuffle
+
+
+def load_init(
+    init: Checkpoint, model: WorldModel, fresh_unet: bool = False, fresh_flow: bool = False
+) -> None:
     """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except what
     ``ADDED_BY_FINE_TUNING`` names, which keeps its initial weights, and the U-Net's first layer,
     which gains zero weights on the warped frame when a flow is added. With ``fresh_unet`` the
-    change U-Net keeps its initial weights too (its head is zero: the generator starts as the warp)."""
+    change U-Net keeps its initial weights too (its head is zero: the generator starts as the warp);
+    with ``fresh_flow`` the flow U-Net does (its head is zero: no move until it has learned)."""
     state, own = dict(init.state_dict), model.state_dict()
-    if fresh_unet:
-        state = {k: v for k, v in state.items() if not k.startswith("unet.")}
+    fresh = (("unet.",) if fresh_unet else ()) + (("flow_net.",) if fresh_flow else ())
+    state = {k: v for k, v in state.items() if not k.startswith(fresh)} if fresh else state
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
     if adds_flow and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
         extra = own[STEM].shape[1] - state[STEM].shape[1]
@@ -176,7 +186,7 @@ def load_init(init: Checkpoint, model: WorldModel, fresh_unet: bool = False) -> 
             [state[STEM], own[STEM][:, -extra:].new_zeros(own[STEM][:, -extra:].shape)], 1
         )
     missing, unexpected = set(own) - set(state), set(state) - set(own)
-    added = ADDED_BY_FINE_TUNING + (("unet.",) if fresh_unet else ())
+    added = ADDED_BY_FINE_TUNING + fresh
     only_added = bool(missing) and not unexpected and all(k.startswith(added) for k in missing)
     replace(init, state_dict=state).load_into(model, strict=not only_added)  # anything else raises
 
@@ -348,19 +358,39 @@ def train(run: RunConfig) -> Path:
                     f"(model.clock_frames={run.model.clock_frames} asks for another)"
                 )
             model_cfg.clock_frames = run.model.clock_frames  # fine-tuning may add a clock
-        if run.model.flow_channels and list(run.model.flow_channels) != list(model_cfg.flow_channels):
+        if cfg.fresh_flow:
+            if not model_cfg.flow_channels:
+                raise ValueError(
+                    f"train.fresh_flow restarts the flow of a generator that has one; {cfg.init} has none "
+                    "(add one with model.flow_channels)"
+                )
+            # a new flow U-Net, trained from scratch: the run's widths (or the old ones) and grid
+            model_cfg.flow_channels = list(run.model.flow_channels or model_cfg.flow_channels)
+            model_cfg.flow_unshuffle = run.model.flow_unshuffle
+        asked, has = (
+            (list(run.model.flow_channels), flow_grid(run.model)),
+            (
+                list(model_cfg.flow_channels),
+                flow_grid(model_cfg),
+            ),
+        )
+        if run.model.flow_channels and asked != has:
             if model_cfg.flow_channels:
                 raise ValueError(
-                    f"{cfg.init} has a flow of widths {model_cfg.flow_channels}; fine-tuning keeps it "
-                    f"(model.flow_channels={list(run.model.flow_channels)} asks for another)"
+                    f"{cfg.init} has a flow of widths {has[0]} on a grid unshuffled {has[1]}x; fine-tuning "
+                    f"keeps it (model.flow_channels and model.flow_unshuffle ask for {asked[0]}, {asked[1]}x; "
+                    "train.fresh_flow=true starts a new one)"
                 )
             model_cfg.flow_channels = list(run.model.flow_channels)  # and a flow
+            model_cfg.flow_unshuffle = run.model.flow_unshuffle
         if cfg.fresh_unet:
             if not model_cfg.flow_channels:
                 raise ValueError(
                     f"train.fresh_unet needs a checkpoint with a flow to draw frames while the new U-Net "
                     f"learns; {cfg.init} has none"
                 )
+            # the flow keeps its grid (an unset flow unshuffle is the old U-Net's)
+            model_cfg.flow_unshuffle = model_cfg.flow_unshuffle or model_cfg.unet.unshuffle
             model_cfg.unet = copy.deepcopy(run.model.unet)  # the run's widths, trained from scratch
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
@@ -401,7 +431,7 @@ def train(run: RunConfig) -> Path:
         )
     model = WorldModel(model_cfg).to(device)
     if init is not None:
-        load_init(init, model, cfg.fresh_unet)
+        load_init(init, model, cfg.fresh_unet, cfg.fresh_flow)
     elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -534,6 +564,8 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"train.frame_loss must be one of {LOSSES}, got {cfg.frame_loss!r}")
     if cfg.fresh_unet and not cfg.init:
         raise ValueError("train.fresh_unet starts a fine-tuning's change U-Net afresh: it needs train.init")
+    if cfg.fresh_flow and not cfg.init:
+        raise ValueError("train.fresh_flow starts a fine-tuning's flow U-Net afresh: it needs train.init")
     if cfg.flow_loss not in LOSSES:
         raise ValueError(f"train.flow_loss must be one of {LOSSES}, got {cfg.flow_loss!r}")
     if cfg.huber_c <= 0:
