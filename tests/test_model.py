@@ -443,6 +443,29 @@ def _square_palette():
     return Palette.build([("square", 1, ["red"])], ["backdrop"])
 
 
+def test_regions_join_4_connected_pixels_of_one_colour_however_they_wind():
+    """A spiral of one colour (a label must turn many corners), two squares of one colour apart, and
+    the background around them: each its own region, labelled by its largest flat index."""
+    from worldsim.model.warp import regions
+
+    h = w = 12
+    frame = torch.zeros(1, 3, h, w)
+    spiral = [(1, c) for c in range(1, 11)] + [(r, 10) for r in range(1, 11)]
+    spiral += [(10, c) for c in range(3, 11)] + [(r, 3) for r in range(4, 11)]
+    spiral += [(4, c) for c in range(3, 8)] + [(r, 7) for r in range(4, 8)]
+    for r, c in spiral:
+        frame[0, 0, r, c] = 1.0
+    frame[0, 1, 6, 5] = frame[0, 1, 8, 5] = 1.0  # two green pixels, not 4-neighbours
+    labels = regions(frame)[0]
+    flat = torch.arange(h * w).view(h, w)
+    red = frame[0, 0] > 0
+    assert (labels[red] == flat[red].max()).all()
+    assert labels[6, 5] == 6 * w + 5 and labels[8, 5] == 8 * w + 5
+    background = (frame[0].abs().sum(0) == 0) & ~red
+    assert (labels[background] == flat[background].max()).all()
+    assert len(labels.unique()) == 4
+
+
 def test_a_warp_moves_flat_colours_whole_and_fills_what_they_uncover():
     from worldsim.model.warp import HOLE, region_mean_flow, splat_forward, warp
 

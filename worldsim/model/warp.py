@@ -35,16 +35,22 @@ def _check(frames: torch.Tensor, flow_px: torch.Tensor) -> None:
         )
 
 
-def _spread_along_runs(labels: torch.Tensor, same_next: torch.Tensor) -> torch.Tensor:
-    """Give every run of same-coloured pixels along the last axis the largest label in it.
-    ``labels[..., N]``; ``same_next[..., N-1]`` True where a pixel has its successor's colour."""
-    starts = torch.ones_like(labels, dtype=torch.bool)
+def _runs(same_next: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The run of every pixel along the last axis, ``int64[...]`` flat in memory order (a global
+    index per run of same-coloured pixels), and the number of runs. ``same_next[..., N-1]`` is True
+    where a pixel has its successor's colour."""
+    starts = torch.ones(
+        *same_next.shape[:-1], same_next.shape[-1] + 1, dtype=torch.bool, device=same_next.device
+    )
     starts[..., 1:] = ~same_next
-    run = starts.reshape(-1).cumsum(0) - 1  # a global index per run, in memory order
-    flat = labels.reshape(-1)
-    best = torch.full((int(run[-1]) + 1,), -1, dtype=labels.dtype, device=labels.device)
-    best = best.scatter_reduce(0, run, flat, reduce="amax")
-    return best[run].view_as(labels)
+    run = starts.reshape(-1).cumsum(0) - 1
+    return run, int(run[-1]) + 1
+
+
+def _spread(labels: torch.Tensor, run: torch.Tensor, count: int) -> torch.Tensor:
+    """Give every run (``run``, from ``_runs``) the largest of its pixels' ``labels`` (flat)."""
+    best = torch.full((count,), -1, dtype=labels.dtype, device=labels.device)
+    return best.scatter_reduce(0, run, labels, reduce="amax")[run]
 
 
 def regions(frames: torch.Tensor, tol: float = 0.05) -> torch.Tensor:
@@ -53,20 +59,23 @@ def regions(frames: torch.Tensor, tol: float = 0.05) -> torch.Tensor:
 
     Each pass gives every horizontal run of one colour its largest label, then every vertical run:
     a label crosses a whole run per pass, so a region settles in about as many passes as it has
-    turns (a handful for the scenes' shapes), not as many as it has pixels across.
+    turns (a handful for the scenes' shapes), not as many as it has pixels across. The runs depend
+    on the colours alone, so they are found once, the vertical ones mapped to the pixels' row-major
+    order, and every pass is two scatters and two gathers.
     """
     b, _, h, w = frames.shape
     right = (frames[..., :, 1:] - frames[..., :, :-1]).abs().amax(1) < tol  # [B, H, W-1]: same colour
     down = (frames[..., 1:, :] - frames[..., :-1, :]).abs().amax(1) < tol  # [B, H-1, W]
-    labels = torch.arange(h * w, device=frames.device).view(1, h, w).repeat(b, 1, 1)
-    down_t = down.transpose(1, 2).contiguous()
+    across, n_across = _runs(right)
+    down_runs, n_down = _runs(down.transpose(1, 2))  # column-major order: [B, W, H]
+    along = down_runs.view(b, w, h).transpose(1, 2).reshape(-1)  # the same runs, row-major pixels
+    labels = torch.arange(h * w, device=frames.device).repeat(b)
     for _ in range(h * w):  # ends when nothing changes; each pass that changes a label raises it
         before = labels
-        labels = _spread_along_runs(labels, right)
-        labels = _spread_along_runs(labels.transpose(1, 2).contiguous(), down_t).transpose(1, 2).contiguous()
+        labels = _spread(_spread(labels, across, n_across), along, n_down)
         if torch.equal(labels, before):
             break
-    return labels
+    return labels.view(b, h, w)
 
 
 def region_mean_flow(
