@@ -50,7 +50,7 @@ def _runs(same_next: torch.Tensor) -> tuple[torch.Tensor, int]:
 def _spread(labels: torch.Tensor, run: torch.Tensor, count: int) -> torch.Tensor:
     """Give every run (``run``, from ``_runs``) the largest of its pixels' ``labels`` (flat)."""
     best = torch.full((count,), -1, dtype=labels.dtype, device=labels.device)
-    return best.scatter_reduce(0, run, labels, reduce="amax")[run]
+    return best.scatter_reduce(0, run, labels, reduce="amax").index_select(0, run)
 
 
 def regions(frames: torch.Tensor, tol: float = 0.05) -> torch.Tensor:
@@ -97,7 +97,8 @@ def region_mean_flow(
     sums = torch.zeros_like(flows).index_add_(0, region, flows)
     ones = torch.ones_like(flows[:, 0])
     counts = torch.zeros_like(ones).index_add_(0, region, ones)
-    return (sums[region] / counts[region, None]).view(b, h, w, 2).permute(0, 3, 1, 2)
+    mean = sums / counts.clamp_min(1.0)[:, None]  # labels without pixels (most) are never read
+    return mean.index_select(0, region).view(b, h, w, 2).permute(0, 3, 1, 2)
 
 
 def splat_forward(
