@@ -307,11 +307,13 @@ class WorldModel(nn.Module):
         """The raw network ``F(x, c_noise)`` for fixed context channels (``_context_channels``),
         conditions ``(ctx_sigma, prompt, actions, context_mask, frame_index)`` and, with a flow, the
         warped last frame, as EDM calls it."""
-        extra = ctx if warped is None else torch.cat([ctx, warped], dim=1)
+        extra = [ctx] if warped is None else [ctx, warped]
 
         def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
             cond = self._cond(c_noise.expand(x.shape[0]), *cond_args)
-            return self.unet(torch.cat([x.contiguous(memory_format=torch.channels_last), extra], dim=1), cond)
+            # one copy of the input, channels-last as the context is (the stem reads it fastest so)
+            x = x.contiguous(memory_format=torch.channels_last)
+            return self.unet(torch.cat([x, *extra], dim=1), cond)
 
         return net
 
