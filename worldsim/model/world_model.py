@@ -83,6 +83,11 @@ class WorldModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def flow_grid(self) -> int:
+        """The pixel-unshuffle the flow U-Net works at: its own, or the change U-Net's."""
+        return self.flow_unshuffle or self.unet.unshuffle
+
     @staticmethod
     def from_dict(d: dict) -> WorldModelConfig:
         d = dict(d)
@@ -212,7 +217,7 @@ class WorldModel(nn.Module):
                     blocks_per_level=1,
                     attention=False,
                     cond_dim=cfg.cond_dim,
-                    unshuffle=cfg.flow_unshuffle or cfg.unet.unshuffle,
+                    unshuffle=cfg.flow_grid,
                     groups=cfg.unet.groups,
                 )
             )

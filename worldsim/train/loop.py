@@ -163,11 +163,6 @@ ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.")
 STEM = "unet.stem.weight"
 
 
-def flow_grid(model_cfg: Any) -> int:
-    """The pixel-unshuffle a flow U-Net of ``model_cfg`` works at (its own, or the U-Net's)."""
-    return model_cfg.flow_unshuffle or model_cfg.unet.unshuffle
-
-
 def load_init(
     init: Checkpoint, model: WorldModel, fresh_unet: bool = False, fresh_flow: bool = False
 ) -> None:
@@ -367,13 +362,8 @@ def train(run: RunConfig) -> Path:
             # a new flow U-Net, trained from scratch: the run's widths (or the old ones) and grid
             model_cfg.flow_channels = list(run.model.flow_channels or model_cfg.flow_channels)
             model_cfg.flow_unshuffle = run.model.flow_unshuffle
-        asked, has = (
-            (list(run.model.flow_channels), flow_grid(run.model)),
-            (
-                list(model_cfg.flow_channels),
-                flow_grid(model_cfg),
-            ),
-        )
+        asked = (list(run.model.flow_channels), run.model.flow_grid)
+        has = (list(model_cfg.flow_channels), model_cfg.flow_grid)
         if run.model.flow_channels and asked != has:
             if model_cfg.flow_channels:
                 raise ValueError(
@@ -390,7 +380,7 @@ def train(run: RunConfig) -> Path:
                     f"learns; {cfg.init} has none"
                 )
             # the flow keeps its grid (an unset flow unshuffle is the old U-Net's)
-            model_cfg.flow_unshuffle = model_cfg.flow_unshuffle or model_cfg.unet.unshuffle
+            model_cfg.flow_unshuffle = model_cfg.flow_grid
             model_cfg.unet = copy.deepcopy(run.model.unet)  # the run's widths, trained from scratch
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
