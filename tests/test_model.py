@@ -554,6 +554,50 @@ def test_object_flow_is_each_object_s_centroid_motion_where_it_is_now():
     assert torch.equal(moved[0], to_float(nxt[0]))  # the true warp makes the next frame
 
 
+def test_object_flow_from_another_frame_paints_the_true_move_where_the_made_frame_has_the_object():
+    """``moved_from``: MuJoCo's square moves 4 px (from u=6 to u=10); the generator's own last frame
+    has it 2 px behind (u=4). The field asks for MuJoCo's 4 px over the made square, not the 6 px
+    jump to MuJoCo's position; an object missing from any of the three frames is given no move."""
+    from worldsim.train.flow import SCENERY_WEIGHT, object_flow
+
+    truth_last, nxt = _square_scene([4, 4])
+    made = truth_last[:, -1].numpy().copy()
+    made[:] = made[0, 0, 0]  # the backdrop
+    made[0, 12:18, 4:10] = truth_last[0, -1, 14, 8]  # the square 2 px behind
+    jump, _ = object_flow(made, nxt.numpy(), [_square_palette()] * 2)
+    flow, weight = object_flow(made, nxt.numpy(), [_square_palette()] * 2, truth_last[:, -1].numpy())
+    region = np.zeros((32, 32), bool)
+    region[12:18, 4:10] = True
+    np.testing.assert_allclose(jump[0, 0][region], 6.0)
+    np.testing.assert_allclose(flow[0, 0][region], 4.0)
+    assert np.all(flow[0, 0][~region] == 0) and np.all(flow[0, 1] == 0)
+    assert np.all(weight[0, 0][region] == 1)
+    assert np.all(flow[1] == 0) and np.all(weight[1] == SCENERY_WEIGHT)  # row 1's made frame lost it
+    with pytest.raises(ValueError, match="object_flow takes"):
+        object_flow(made, nxt.numpy(), [_square_palette()] * 2, truth_last[:1, -1].numpy())
+
+
+def test_rows_left_out_of_the_frame_loss_teach_nothing_of_the_frame():
+    """``frame_rows``: the frame loss of two rows with the second left out is the loss of the first
+    alone (the same noise), and the left-out row's target does not move it."""
+    ctx, acts, target = moving_square_batch()
+    captions, mask = [CAPTIONS[0]] * 2, torch.ones(2, 2, dtype=torch.bool)
+    ctx, acts, target = ctx[:2], acts[:2], target[:2]
+    model = WorldModel(tiny_config())
+    noise = model.draw_noise(2, torch.Generator().manual_seed(0))
+    first = {k: v[:1] for k, v in noise.items()}
+    keep = torch.tensor([True, False])
+    with torch.no_grad():
+        alone = model.loss(ctx[:1], acts[:1], target[:1], captions[:1], mask[:1], noise=first).item()
+        both = model.loss(ctx, acts, target, captions, mask, noise=noise, frame_rows=keep).item()
+        other = target.clone()
+        other[1] = 255 - other[1]
+        changed = model.loss(ctx, acts, other, captions, mask, noise=noise, frame_rows=keep).item()
+        every = model.loss(ctx, acts, target, captions, mask, noise=noise).item()
+    assert both == pytest.approx(alone, rel=1e-5) and changed == both
+    assert every != pytest.approx(both, rel=1e-3)
+
+
 def test_a_rigid_context_steps_the_first_outline_by_whole_pixels_along_the_true_path():
     """A disc drifting 0.6 px a step changes its outline in MuJoCo-like frames; remade as a flow makes
     frames, it keeps its first outline, moves by whole pixels, and stays within rounding of its path."""

@@ -237,6 +237,56 @@ def test_own_rollouts_replace_only_the_chosen_rows_with_the_models_frames(tiny_d
     assert (every.context != real.context).any()  # a trained model does not copy MuJoCo bit for bit
     np.testing.assert_array_equal(every.targets, real.targets)  # targets stay real
     np.testing.assert_array_equal(every.actions, real.actions)
+    np.testing.assert_array_equal(some.last_truth, real.context[:, -1])  # MuJoCo's frame is kept
+    assert real.last_truth is None
+
+
+def test_rolled_out_rows_keep_mujocos_last_frame_through_the_batch_operations(tiny_data):
+    """``concat_batches`` and ``take_rows`` carry ``last_truth``; a batch without it contributes its
+    own last context frame (which is MuJoCo's)."""
+    from dataclasses import replace
+
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.train.rollouts import concat_batches, take_rows
+
+    sampler = WindowSampler(load_dataset(tiny_data), 2)
+    real, rolled = sampler.sample(3, np.random.default_rng(0)), sampler.sample(2, np.random.default_rng(1))
+    truth = 255 - rolled.context[:, -1]
+    rolled = replace(rolled, last_truth=truth)
+    both = concat_batches(real, rolled)
+    np.testing.assert_array_equal(both.last_truth, np.concatenate([real.context[:, -1], truth]))
+    assert concat_batches(real, real).last_truth is None
+    picked = take_rows(both, np.array([4, 0]))
+    np.testing.assert_array_equal(picked.last_truth, both.last_truth[[4, 0]])
+
+
+def test_motion_rows_teach_the_flow_mujocos_move_and_no_frame(tiny_data):
+    """With ``rollout_target="motion"`` a row whose last frame the model made (it differs from
+    ``last_truth``) is marked out of the frame loss and its flow target is measured from
+    ``last_truth``; with the default the same rows keep the frame and the jump."""
+    from dataclasses import replace
+
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.train.flow import episode_palettes, object_flow
+    from worldsim.train.loop import _slice
+
+    data = load_dataset(tiny_data)
+    batch = WindowSampler(data, 2, motion_share=1.0).sample(4, np.random.default_rng(0))
+    made_last = batch.context[:, -1].copy()
+    made_last[2:] = batch.context[2:, -2]  # rows 2-3: a "made" frame one step behind
+    context = batch.context.copy()
+    context[:, -1] = made_last
+    made = replace(batch, context=context, last_truth=batch.context[:, -1])
+    got = _slice(made, 0, 4, data, "motion")
+    assert got["frame_rows"].tolist() == [True, True, False, False]
+    palettes = episode_palettes(data, made.episode, made.context_mask[:, -1])
+    want, _ = object_flow(made_last, made.targets[:, 0], palettes, batch.context[:, -1])
+    np.testing.assert_array_equal(got["flow_target"].numpy(), want)
+    default = _slice(made, 0, 4, data)
+    assert "frame_rows" not in default
+    jump, _ = object_flow(made_last, made.targets[:, 0], palettes)
+    np.testing.assert_array_equal(default["flow_target"].numpy(), jump)
+    assert not np.array_equal(jump, want)  # the tiny scene's objects moved in these windows
 
 
 def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture(tiny_data, tmp_path):
@@ -337,6 +387,8 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"flow_loss": "pseudo_huber"},  # no flow to learn a median move
         {"rollout_share": 1.5},
         {"rollout_share": 0.01},
+        {"rollout_target": "jump"},
+        {"rollout_target": "motion"},  # no flow to teach the move
         {"predicted_warp_share": 0.5},  # no flow to predict a warp
         {"predicted_warp_share": -0.1},
         {"rigid_context_share": 0.5},  # no flow to make contexts as

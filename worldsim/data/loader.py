@@ -233,6 +233,9 @@ class WindowBatch:
     captions: list[str]  # [B]
     episode: np.ndarray  # int64[B], position of the episode in the dataset
     t: np.ndarray  # int64[B], frame index of the last context frame
+    # uint8[B, H_px, W_px, 3]: MuJoCo's frame at the last context position, where the model made
+    # that context frame itself (train.rollouts); None when every context frame is MuJoCo's
+    last_truth: np.ndarray | None = None
 
 
 class WindowSampler:

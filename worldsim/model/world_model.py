@@ -366,6 +366,7 @@ class WorldModel(nn.Module):
         flow_weight: torch.Tensor | None = None,
         predicted_warp_share: float = 0.0,
         flow_kind: str = "l2",
+        frame_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
         weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
@@ -379,7 +380,9 @@ class WorldModel(nn.Module):
         ``predicted_warp_share`` of the rows, after the warp by the field the flow predicts (no
         gradient through it): sampling draws the change on a predicted warp, whose whole-pixel misses
         and split regions a change trained only on true warps never saw. ``flow_kind`` chooses the
-        flow's error as ``flow_error`` takes it.
+        flow's error as ``flow_error`` takes it. ``frame_rows`` (bool[B]): the rows whose frame is
+        learned; the others teach a flow only (their frame loss is left out, and the frame loss is the
+        mean over the rows kept).
 
         ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
         frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
@@ -423,7 +426,12 @@ class WorldModel(nn.Module):
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
+        if frame_rows is not None:
+            keep = frame_rows.to(device).view(b, 1, 1, 1)
+            weight = weight * keep
         frame = training_loss(net, clean, cfg.edm, weight=weight, draws=draws, kind=kind, huber_c=huber_c)
+        if frame_rows is not None:
+            frame = frame * (b / keep.sum().clamp_min(1))
         return frame if flow_loss is None else frame + FLOW_LOSS_WEIGHT * flow_loss
 
     # -- sampling -------------------------------------------------------------------------------

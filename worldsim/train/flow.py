@@ -34,7 +34,10 @@ def _centroids(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def object_flow(
-    last_uint8: np.ndarray, next_uint8: np.ndarray, palettes: Sequence[Palette | None]
+    last_uint8: np.ndarray,
+    next_uint8: np.ndarray,
+    palettes: Sequence[Palette | None],
+    moved_from: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The forward motion field ``float32[B, 2, H, W]`` (pixels, u then v) from ``last_uint8[B, H, W, 3]``
     to ``next_uint8[B, H, W, 3]``, and its weight ``float32[B, 1, H, W]``. ``palettes[b]`` is row b's
@@ -44,12 +47,19 @@ def object_flow(
     An object seen in both frames moves by the change of its centroid, over its mask in the last
     frame (weight 1); every other pixel stays (weight ``SCENERY_WEIGHT``). Where two objects'
     regions overlap, the one later in the palette wins.
+
+    ``moved_from`` (``uint8[B, H, W, 3]``): the move is measured from this frame's centroid to the
+    next frame's instead, and still painted over the object's mask in ``last_uint8``. With MuJoCo's
+    frame here and the generator's own frame as ``last_uint8``, the field asks the generator to move
+    each object as MuJoCo moved it over the step, from wherever its rollout has put it (an object
+    must be seen in all three frames).
     """
     last, nxt = np.asarray(last_uint8), np.asarray(next_uint8)
-    if last.shape != nxt.shape or last.ndim != 4 or len(palettes) != len(last):
+    origin = last if moved_from is None else np.asarray(moved_from)
+    if last.shape != nxt.shape or origin.shape != last.shape or last.ndim != 4 or len(palettes) != len(last):
         raise ValueError(
-            f"object_flow takes two uint8[B, H, W, 3] batches and B palettes, got {last.shape}, "
-            f"{nxt.shape} and {len(palettes)}"
+            f"object_flow takes uint8[B, H, W, 3] batches of one shape and B palettes, got {last.shape}, "
+            f"{nxt.shape}, {origin.shape} and {len(palettes)}"
         )
     b, h, w = last.shape[:3]
     flow = np.zeros((b, 2, h, w), np.float32)
@@ -57,12 +67,12 @@ def object_flow(
     for row, palette in enumerate(palettes):
         if palette is None or palette.n_objects == 0:
             continue
-        masks = object_masks(np.stack([last[row], nxt[row]]), palette)  # [2, N, H, W]
+        masks = object_masks(np.stack([last[row], nxt[row], origin[row]]), palette)  # [3, N, H, W]
         centre, seen = _centroids(masks)
         for k in range(palette.n_objects):
-            if seen[0, k] and seen[1, k]:
+            if seen[0, k] and seen[1, k] and seen[2, k]:
                 region = masks[0, k]
-                flow[row, :, region] = (centre[1, k] - centre[0, k]).astype(np.float32)
+                flow[row, :, region] = (centre[1, k] - centre[2, k]).astype(np.float32)
                 weight[row, 0, region] = 1.0
     return flow, weight
 

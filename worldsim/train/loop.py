@@ -44,6 +44,8 @@ from worldsim.train.checkpoint import (
 from worldsim.train.flow import episode_palettes, object_flow, rigid_context
 from worldsim.train.rollouts import concat_batches, dealt_to_ranks, take_rows, with_own_rollouts
 
+ROLLOUT_TARGETS = ("frame", "motion")
+
 
 @dataclass
 class TrainConfig:
@@ -74,6 +76,9 @@ class TrainConfig:
     motion_share: float = 0.0  # share of each batch drawn in proportion to how many pixels move
     rollout_share: float = 0.0  # share of each batch whose context the model rolled out itself
     rollout_steps: int = 4  # those rollouts are 1..rollout_steps steps long (drawn per batch)
+    rollout_target: str = "frame"  # what a rolled-out row teaches: "frame", MuJoCo's next frame (a
+    # flow's move: the jump back to MuJoCo's position); "motion" (a flow only), MuJoCo's move over the
+    # step from where the model's frame has each object, with no frame loss on the row (README)
     rigid_context_share: float = 0.0  # with a flow: share of rows whose context is remade as the flow
     # makes frames, objects moved whole by whole pixels (train.flow.rigid_context)
     init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept,
@@ -240,15 +245,26 @@ def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarr
     return np.round(frames[idx].astype(np.float64).mean(0)).astype(np.uint8)
 
 
-def _slice(batch: Any, lo: int, hi: int, flow_from: Dataset | None = None) -> dict[str, Any]:
+def _slice(
+    batch: Any, lo: int, hi: int, flow_from: Dataset | None = None, rollout_target: str = "frame"
+) -> dict[str, Any]:
     """Rows ``lo:hi`` of a batch as tensors; with ``flow_from`` (the dataset, for its episodes' palettes)
-    also the motion field a generator's flow learns (``worldsim.train.flow``)."""
+    also the motion field a generator's flow learns (``worldsim.train.flow``). With
+    ``rollout_target="motion"``, rows whose last context frame the model made (it differs from
+    ``batch.last_truth``) learn MuJoCo's move over the step, from where that frame has each object,
+    and are marked to teach the flow only (``frame_rows``)."""
     flow = {}
     if flow_from is not None:
         real = batch.context_mask[lo:hi, -1]  # text-to-video rows have no motion to learn
         palettes = episode_palettes(flow_from, batch.episode[lo:hi], real)
-        target, weight = object_flow(batch.context[lo:hi, -1], batch.targets[lo:hi, 0], palettes)
-        flow = {"flow_target": torch.from_numpy(target), "flow_weight": torch.from_numpy(weight)}
+        last = batch.context[lo:hi, -1]
+        moved_from = None
+        if rollout_target == "motion" and batch.last_truth is not None:
+            moved_from = batch.last_truth[lo:hi]
+            made = (moved_from != last).any((1, 2, 3))
+            flow["frame_rows"] = torch.from_numpy(~made)
+        target, weight = object_flow(last, batch.targets[lo:hi, 0], palettes, moved_from)
+        flow |= {"flow_target": torch.from_numpy(target), "flow_weight": torch.from_numpy(weight)}
     return {
         **flow,
         "context": torch.from_numpy(batch.context[lo:hi]),
@@ -294,6 +310,7 @@ def compute_losses(
         flow_weight=b.get("flow_weight"),
         predicted_warp_share=predicted_warp_share,
         flow_kind=flow_kind,
+        frame_rows=b.get("frame_rows"),
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -398,6 +415,7 @@ def train(run: RunConfig) -> Path:
             ("predicted_warp_share", cfg.predicted_warp_share > 0),
             ("flow_loss", cfg.flow_loss != "l2"),
             ("rigid_context_share", cfg.rigid_context_share > 0),
+            ("rollout_target", cfg.rollout_target != "frame"),
         ):
             if asked:
                 raise ValueError(
@@ -498,7 +516,7 @@ def train(run: RunConfig) -> Path:
         noise = {k: v[lo:hi] for k, v in noise.items()}
         losses = compute_losses(
             model,
-            _slice(batch, lo, hi, dataset if model_cfg.flow_channels else None),
+            _slice(batch, lo, hi, dataset if model_cfg.flow_channels else None, cfg.rollout_target),
             noise,
             cfg.frame_loss,
             cfg.huber_c,
@@ -564,6 +582,8 @@ def check_settings(cfg: TrainConfig) -> None:
         )
     if not 0.0 <= cfg.predicted_warp_share <= 1.0:
         raise ValueError(f"train.predicted_warp_share must be in [0, 1], got {cfg.predicted_warp_share}")
+    if cfg.rollout_target not in ROLLOUT_TARGETS:
+        raise ValueError(f"train.rollout_target must be one of {ROLLOUT_TARGETS}, got {cfg.rollout_target!r}")
     if not 0.0 <= cfg.rollout_share <= 1.0:
         raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
     if not 0.0 <= cfg.rigid_context_share <= 1.0:

@@ -8,6 +8,9 @@ own rollout from the real context, with the real actions; the target stays the r
 The model learns to continue from what it actually produces and to pull it back towards what the
 physics does (the idea of DAgger, and of "self forcing" in video diffusion). The rollout runs the
 EMA weights with their sampling settings, without gradients: what the Dream envs would sample.
+With ``train.rollout_target=motion`` such a row teaches the flow only, and the move it asks of an
+object is MuJoCo's move over the step (from ``last_truth``), from wherever the model's frame has
+the object, rather than the jump back to MuJoCo's position (``train.loop``, README).
 The reward and termination heads learn from these rows too: from a made last frame to MuJoCo's
 transition, which is what they score inside a Dream env.
 """
@@ -25,6 +28,9 @@ from worldsim.model.world_model import WorldModel
 
 def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
     """``a`` then ``b``, as one batch (both must have the same context and horizon)."""
+    last_truth = None
+    if a.last_truth is not None or b.last_truth is not None:
+        last_truth = np.concatenate([_last_truth(a), _last_truth(b)])
     return WindowBatch(
         context=np.concatenate([a.context, b.context]),
         context_mask=np.concatenate([a.context_mask, b.context_mask]),
@@ -35,7 +41,13 @@ def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
         captions=[*a.captions, *b.captions],
         episode=np.concatenate([a.episode, b.episode]),
         t=np.concatenate([a.t, b.t]),
+        last_truth=last_truth,
     )
+
+
+def _last_truth(batch: WindowBatch) -> np.ndarray:
+    """MuJoCo's frame at each row's last context position."""
+    return batch.context[:, -1] if batch.last_truth is None else batch.last_truth
 
 
 def take_rows(batch: WindowBatch, rows: np.ndarray) -> WindowBatch:
@@ -50,6 +62,7 @@ def take_rows(batch: WindowBatch, rows: np.ndarray) -> WindowBatch:
         captions=[batch.captions[i] for i in rows],
         episode=batch.episode[rows],
         t=batch.t[rows],
+        last_truth=None if batch.last_truth is None else batch.last_truth[rows],
     )
 
 
@@ -92,7 +105,7 @@ def with_own_rollouts(
 ) -> WindowBatch:
     """``shift_window(batch, steps)`` with the model's own frames as the new context frames of the
     rows ``rows`` (bool[B]; other rows keep the real frames: under data parallelism a rank rolls
-    out only its own slice). ``noise`` holds one ``draw_sampling_noise`` of the whole batch per
+    out only its own slice), and MuJoCo's last context frame as ``last_truth``. ``noise`` holds one ``draw_sampling_noise`` of the whole batch per
     step, so the rollout of a row does not depend on which rows are rolled out with it."""
     if steps == 0 or not rows.any():
         return shift_window(batch, steps)
@@ -110,4 +123,5 @@ def with_own_rollouts(
         )
     frames = batch.targets[:, :steps].copy()
     frames[idx] = made.cpu().numpy()
-    return shift_window(batch, steps, frames)
+    truth = shift_window(batch, steps)
+    return replace(shift_window(batch, steps, frames), last_truth=truth.context[:, -1])
