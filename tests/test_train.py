@@ -451,10 +451,13 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
 def test_text_to_video_windows_target_each_episode_s_first_frame(tiny_data):
     """``first_frame_prob`` turns windows into text-to-video samples: an empty masked context, no
     actions, and frame 0 of an episode as the target, told to a clock as index 0."""
+    from dataclasses import replace
+
     from worldsim.data.loader import WindowSampler, load_dataset
     from worldsim.train.loop import _slice, with_first_frames
 
-    sampler = WindowSampler(load_dataset(tiny_data), 2)
+    data = load_dataset(tiny_data)
+    sampler = WindowSampler(data, 2)
     batch = sampler.sample(6, np.random.default_rng(0))
     empty = np.full(batch.context.shape[2:], 7, np.uint8)
     out = with_first_frames(batch, sampler, empty, 1.0, np.random.default_rng(1))
@@ -465,6 +468,11 @@ def test_text_to_video_windows_target_each_episode_s_first_frame(tiny_data):
     assert (out.context == 7).all() and not out.context_mask.any() and (out.actions == 0).all()
     assert _slice(out, 0, 6)["frame_index"].tolist() == [0] * 6
     assert _slice(batch, 0, 6)["frame_index"].tolist() == (batch.t + 1).tolist()
+    # a rolled-out row made a text-to-video sample is no longer the model's: its frame is learned
+    rolled = replace(batch, last_truth=255 - batch.context[:, -1])
+    assert not _slice(rolled, 0, 6, data, "motion")["frame_rows"].any()
+    out = with_first_frames(rolled, sampler, empty, 1.0, np.random.default_rng(1))
+    assert _slice(out, 0, 6, data, "motion")["frame_rows"].all()
 
 
 def test_rolled_out_rows_are_dealt_evenly_to_ranks():

@@ -214,8 +214,13 @@ def with_first_frames(
     t[pick] = -1  # the target is frame 0
     for j, i in enumerate(np.flatnonzero(pick)):
         captions[i] = flat.captions[episodes[j]]
+    last_truth = batch.last_truth
+    if last_truth is not None:  # these rows' context is no longer the model's
+        last_truth = last_truth.copy()
+        last_truth[pick] = empty_frame
     return replace(
         batch,
+        last_truth=last_truth,
         context=context,
         context_mask=mask,
         actions=actions,
