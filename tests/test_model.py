@@ -560,26 +560,31 @@ def test_object_flow_from_another_frame_paints_the_true_move_where_the_made_fram
     jump to MuJoCo's position; an object missing from any of the three frames is given no move."""
     from worldsim.train.flow import SCENERY_WEIGHT, object_flow
 
-    truth_last, nxt = _square_scene([4, 4])
-    made = truth_last[:, -1].numpy().copy()
+    truth_last, nxt = _square_scene([4, 4, 4])
+    truth_last = truth_last[:, -1].numpy().copy()
+    made = truth_last.copy()
     made[:] = made[0, 0, 0]  # the backdrop
-    made[0, 12:18, 4:10] = truth_last[0, -1, 14, 8]  # the square 2 px behind
-    jump, _ = object_flow(made, nxt.numpy(), [_square_palette()] * 2)
-    flow, weight = object_flow(made, nxt.numpy(), [_square_palette()] * 2, truth_last[:, -1].numpy())
+    made[[0, 2], 12:18, 4:10] = truth_last[0, 14, 8]  # the square 2 px behind
+    truth_last[2] = truth_last[2, 0, 0]  # row 2: MuJoCo's last frame without the square
+    pals = [_square_palette()] * 3
+    jump, _ = object_flow(made, nxt.numpy(), pals)
+    flow, weight = object_flow(made, nxt.numpy(), pals, truth_last)
     region = np.zeros((32, 32), bool)
     region[12:18, 4:10] = True
     np.testing.assert_allclose(jump[0, 0][region], 6.0)
     np.testing.assert_allclose(flow[0, 0][region], 4.0)
     assert np.all(flow[0, 0][~region] == 0) and np.all(flow[0, 1] == 0)
     assert np.all(weight[0, 0][region] == 1)
-    assert np.all(flow[1] == 0) and np.all(weight[1] == SCENERY_WEIGHT)  # row 1's made frame lost it
+    for row in (1, 2):  # row 1's made frame lost the square, row 2's MuJoCo frame has none
+        assert np.all(flow[row] == 0) and np.all(weight[row] == SCENERY_WEIGHT)
     with pytest.raises(ValueError, match="object_flow takes"):
-        object_flow(made, nxt.numpy(), [_square_palette()] * 2, truth_last[:1, -1].numpy())
+        object_flow(made, nxt.numpy(), pals, truth_last[:1])
 
 
 def test_rows_left_out_of_the_frame_loss_teach_nothing_of_the_frame():
-    """``frame_rows``: the frame loss of two rows with the second left out is the loss of the first
-    alone (the same noise), and the left-out row's target does not move it."""
+    """``frame_rows``: the frame loss of two rows with the second left out, scaled by the rows over the
+    rows kept, is the loss of the first alone (the same noise); the left-out row's target does not
+    move it."""
     ctx, acts, target = moving_square_batch()
     captions, mask = [CAPTIONS[0]] * 2, torch.ones(2, 2, dtype=torch.bool)
     ctx, acts, target = ctx[:2], acts[:2], target[:2]
@@ -589,10 +594,11 @@ def test_rows_left_out_of_the_frame_loss_teach_nothing_of_the_frame():
     keep = torch.tensor([True, False])
     with torch.no_grad():
         alone = model.loss(ctx[:1], acts[:1], target[:1], captions[:1], mask[:1], noise=first).item()
-        both = model.loss(ctx, acts, target, captions, mask, noise=noise, frame_rows=keep).item()
+        kw = {"noise": noise, "frame_rows": keep, "frame_scale": 2.0}  # 2 rows, 1 kept
+        both = model.loss(ctx, acts, target, captions, mask, **kw).item()
         other = target.clone()
         other[1] = 255 - other[1]
-        changed = model.loss(ctx, acts, other, captions, mask, noise=noise, frame_rows=keep).item()
+        changed = model.loss(ctx, acts, other, captions, mask, **kw).item()
         every = model.loss(ctx, acts, target, captions, mask, noise=noise).item()
     assert both == pytest.approx(alone, rel=1e-5) and changed == both
     assert every != pytest.approx(both, rel=1e-3)

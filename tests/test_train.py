@@ -241,6 +241,42 @@ def test_own_rollouts_replace_only_the_chosen_rows_with_the_models_frames(tiny_d
     assert real.last_truth is None
 
 
+def test_training_with_motion_targets_leaves_only_rolled_out_rows_out_of_the_frame_loss(
+    tiny_data, tmp_path, monkeypatch
+):
+    """The training loop's order of batch operations (own rollouts, text-to-video rows, remade
+    contexts) with ``rollout_target=motion``: the rows left out of the frame loss are rolled-out rows
+    (the last ones of the batch) and never remade or text-to-video ones, and the frame term is
+    rescaled to the kept rows."""
+    import worldsim.train.loop as loop
+
+    seen = []
+    original = loop.compute_losses
+
+    def recording(model, b, *args, **kw):
+        seen.append((b["frame_rows"].clone(), b["frame_scale"], b["mask"][:, -1].clone()))
+        return original(model, b, *args, **kw)
+
+    monkeypatch.setattr(loop, "compute_losses", recording)
+    run = tiny_run(
+        tiny_data,
+        tmp_path / "run",
+        steps=4,
+        rollout_share=0.5,
+        rollout_target="motion",
+        rigid_context_share=0.25,
+        first_frame_prob=0.3,
+    )
+    run.model.flow_channels = [8, 8]
+    train(run)
+    assert len(seen) == 4
+    for rows, scale, has_context in seen:
+        assert rows[:4].all()  # plain and remade rows keep their frame
+        assert rows[~has_context].all()  # text-to-video rows too
+        assert scale == pytest.approx(8 / int(rows.sum()))
+    assert any(not rows.all() for rows, _, _ in seen)  # rolled-out rows did leave it
+
+
 def test_rolled_out_rows_keep_mujocos_last_frame_through_the_batch_operations(tiny_data):
     """``concat_batches`` and ``take_rows`` carry ``last_truth``; a batch without it contributes its
     own last context frame (which is MuJoCo's)."""
@@ -278,7 +314,9 @@ def test_motion_rows_teach_the_flow_mujocos_move_and_no_frame(tiny_data):
     context[:, -1] = made_last
     made = replace(batch, context=context, last_truth=batch.context[:, -1])
     got = _slice(made, 0, 4, data, "motion")
-    assert got["frame_rows"].tolist() == [True, True, False, False]
+    assert got["frame_rows"].tolist() == [True, True, False, False] and got["frame_scale"] == 2.0
+    halves = _slice(made, 0, 2, data, "motion"), _slice(made, 2, 4, data, "motion")
+    assert [h["frame_scale"] for h in halves] == [2.0, 2.0]  # the global batch's count, on every rank
     palettes = episode_palettes(data, made.episode, made.context_mask[:, -1])
     want, _ = object_flow(made_last, made.targets[:, 0], palettes, batch.context[:, -1])
     np.testing.assert_array_equal(got["flow_target"].numpy(), want)
@@ -388,7 +426,8 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"rollout_share": 1.5},
         {"rollout_share": 0.01},
         {"rollout_target": "jump"},
-        {"rollout_target": "motion"},  # no flow to teach the move
+        {"rollout_target": "motion", "rollout_share": 0.5},  # no flow to teach the move
+        {"rollout_target": "motion"},  # no rolled-out rows to shape
         {"predicted_warp_share": 0.5},  # no flow to predict a warp
         {"predicted_warp_share": -0.1},
         {"rigid_context_share": 0.5},  # no flow to make contexts as

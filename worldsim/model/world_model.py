@@ -367,6 +367,7 @@ class WorldModel(nn.Module):
         predicted_warp_share: float = 0.0,
         flow_kind: str = "l2",
         frame_rows: torch.Tensor | None = None,
+        frame_scale: float = 1.0,
     ) -> torch.Tensor:
         """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
         weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
@@ -381,8 +382,9 @@ class WorldModel(nn.Module):
         gradient through it): sampling draws the change on a predicted warp, whose whole-pixel misses
         and split regions a change trained only on true warps never saw. ``flow_kind`` chooses the
         flow's error as ``flow_error`` takes it. ``frame_rows`` (bool[B]): the rows whose frame is
-        learned; the others teach a flow only (their frame loss is left out, and the frame loss is the
-        mean over the rows kept).
+        learned; the others teach a flow only (their frame loss counts as zero in the mean over the
+        B rows). ``frame_scale`` multiplies the frame term (not the flow's): the caller, which knows
+        how many rows are kept across data-parallel ranks, makes it the mean over the kept rows.
 
         ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
         frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
@@ -427,11 +429,9 @@ class WorldModel(nn.Module):
         net = self._net(ctx, cond_args, warped)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
         if frame_rows is not None:
-            keep = frame_rows.to(device).view(b, 1, 1, 1)
-            weight = weight * keep
+            weight = weight * frame_rows.to(device).view(b, 1, 1, 1)
         frame = training_loss(net, clean, cfg.edm, weight=weight, draws=draws, kind=kind, huber_c=huber_c)
-        if frame_rows is not None:
-            frame = frame * (b / keep.sum().clamp_min(1))
+        frame = frame * frame_scale
         return frame if flow_loss is None else frame + FLOW_LOSS_WEIGHT * flow_loss
 
     # -- sampling -------------------------------------------------------------------------------

@@ -240,7 +240,11 @@ def with_rigid_contexts(batch: Any, rows: int, dataset: Dataset) -> Any:
     palettes = episode_palettes(dataset, batch.episode[:rows], whole)
     context = batch.context.copy()
     context[:rows] = rigid_context(batch.context[:rows], palettes)
-    return replace(batch, context=context)
+    last_truth = batch.last_truth
+    if last_truth is not None:  # remade, not rolled out: these rows learn the jump and their frame
+        last_truth = last_truth.copy()
+        last_truth[:rows] = context[:rows, -1]
+    return replace(batch, context=context, last_truth=last_truth)
 
 
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
@@ -257,7 +261,10 @@ def _slice(
     also the motion field a generator's flow learns (``worldsim.train.flow``). With
     ``rollout_target="motion"``, rows whose last context frame the model made (it differs from
     ``batch.last_truth``) learn MuJoCo's move over the step, from where that frame has each object,
-    and are marked to teach the flow only (``frame_rows``)."""
+    and are marked to teach the flow only (``frame_rows``); ``frame_scale`` (the batch's rows over
+    the rows that keep their frame, counted over the whole global batch) makes each slice's frame
+    loss a share of the mean over every kept row, so data-parallel ranks average to what one process
+    computes."""
     flow = {}
     if flow_from is not None:
         real = batch.context_mask[lo:hi, -1]  # text-to-video rows have no motion to learn
@@ -266,8 +273,9 @@ def _slice(
         moved_from = None
         if rollout_target == "motion" and batch.last_truth is not None:
             moved_from = batch.last_truth[lo:hi]
-            made = (moved_from != last).any((1, 2, 3))
-            flow["frame_rows"] = torch.from_numpy(~made)
+            made = (batch.last_truth != batch.context[:, -1]).any((1, 2, 3))
+            flow["frame_rows"] = torch.from_numpy(~made[lo:hi])
+            flow["frame_scale"] = len(made) / max(int((~made).sum()), 1)
         target, weight = object_flow(last, batch.targets[lo:hi, 0], palettes, moved_from)
         flow |= {"flow_target": torch.from_numpy(target), "flow_weight": torch.from_numpy(weight)}
     return {
@@ -316,6 +324,7 @@ def compute_losses(
         predicted_warp_share=predicted_warp_share,
         flow_kind=flow_kind,
         frame_rows=b.get("frame_rows"),
+        frame_scale=b.get("frame_scale", 1.0),
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -589,6 +598,10 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"train.predicted_warp_share must be in [0, 1], got {cfg.predicted_warp_share}")
     if cfg.rollout_target not in ROLLOUT_TARGETS:
         raise ValueError(f"train.rollout_target must be one of {ROLLOUT_TARGETS}, got {cfg.rollout_target!r}")
+    if cfg.rollout_target != "frame" and cfg.rollout_share == 0:
+        raise ValueError(
+            f"train.rollout_target={cfg.rollout_target} shapes the rolled-out rows: set train.rollout_share > 0"
+        )
     if not 0.0 <= cfg.rollout_share <= 1.0:
         raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
     if not 0.0 <= cfg.rigid_context_share <= 1.0:
