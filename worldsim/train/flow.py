@@ -64,15 +64,17 @@ def object_flow(
     b, h, w = last.shape[:3]
     flow = np.zeros((b, 2, h, w), np.float32)
     weight = np.full((b, 1, h, w), SCENERY_WEIGHT, np.float32)
+    o = 0 if moved_from is None else 2  # which of the stacked frames the move is measured from
     for row, palette in enumerate(palettes):
         if palette is None or palette.n_objects == 0:
             continue
-        masks = object_masks(np.stack([last[row], nxt[row], origin[row]]), palette)  # [3, N, H, W]
+        frames = [last[row], nxt[row]] + ([] if moved_from is None else [origin[row]])
+        masks = object_masks(np.stack(frames), palette)  # [2 or 3, N, H, W]
         centre, seen = _centroids(masks)
         for k in range(palette.n_objects):
-            if seen[0, k] and seen[1, k] and seen[2, k]:
+            if seen[0, k] and seen[1, k] and seen[o, k]:
                 region = masks[0, k]
-                flow[row, :, region] = (centre[1, k] - centre[2, k]).astype(np.float32)
+                flow[row, :, region] = (centre[1, k] - centre[o, k]).astype(np.float32)
                 weight[row, 0, region] = 1.0
     return flow, weight
 

@@ -42,7 +42,7 @@ from worldsim.train.checkpoint import (
     save_checkpoint,
 )
 from worldsim.train.flow import episode_palettes, object_flow, rigid_context
-from worldsim.train.rollouts import concat_batches, dealt_to_ranks, take_rows, with_own_rollouts
+from worldsim.train.rollouts import concat_batches, dealt_to_ranks, not_made, take_rows, with_own_rollouts
 
 ROLLOUT_TARGETS = ("frame", "motion")
 
@@ -214,13 +214,9 @@ def with_first_frames(
     t[pick] = -1  # the target is frame 0
     for j, i in enumerate(np.flatnonzero(pick)):
         captions[i] = flat.captions[episodes[j]]
-    last_truth = batch.last_truth
-    if last_truth is not None:  # these rows' context is no longer the model's
-        last_truth = last_truth.copy()
-        last_truth[pick] = empty_frame
     return replace(
         batch,
-        last_truth=last_truth,
+        last_truth=not_made(batch, pick, context),
         context=context,
         context_mask=mask,
         actions=actions,
@@ -240,11 +236,8 @@ def with_rigid_contexts(batch: Any, rows: int, dataset: Dataset) -> Any:
     palettes = episode_palettes(dataset, batch.episode[:rows], whole)
     context = batch.context.copy()
     context[:rows] = rigid_context(batch.context[:rows], palettes)
-    last_truth = batch.last_truth
-    if last_truth is not None:  # remade, not rolled out: these rows learn the jump and their frame
-        last_truth = last_truth.copy()
-        last_truth[:rows] = context[:rows, -1]
-    return replace(batch, context=context, last_truth=last_truth)
+    # remade, not rolled out: these rows learn the jump and their frame
+    return replace(batch, context=context, last_truth=not_made(batch, slice(0, rows), context))
 
 
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:

@@ -50,6 +50,17 @@ def _last_truth(batch: WindowBatch) -> np.ndarray:
     return batch.context[:, -1] if batch.last_truth is None else batch.last_truth
 
 
+def not_made(batch: WindowBatch, rows: np.ndarray | slice, context: np.ndarray) -> np.ndarray | None:
+    """``batch.last_truth`` for a batch whose ``rows`` got a new ``context`` that the model did not
+    make (a text-to-video start, a remade context): their last context frame counts as MuJoCo's, so
+    ``rollout_target=motion`` does not take them for rolled-out rows."""
+    if batch.last_truth is None:
+        return None
+    out = batch.last_truth.copy()
+    out[rows] = context[rows, -1]
+    return out
+
+
 def take_rows(batch: WindowBatch, rows: np.ndarray) -> WindowBatch:
     """The windows ``rows`` (indices) of ``batch``, in that order."""
     return WindowBatch(
@@ -105,8 +116,8 @@ def with_own_rollouts(
 ) -> WindowBatch:
     """``shift_window(batch, steps)`` with the model's own frames as the new context frames of the
     rows ``rows`` (bool[B]; other rows keep the real frames: under data parallelism a rank rolls
-    out only its own slice), and MuJoCo's last context frame as ``last_truth``. ``noise`` holds one ``draw_sampling_noise`` of the whole batch per
-    step, so the rollout of a row does not depend on which rows are rolled out with it."""
+    out only its own slice), and MuJoCo's last context frame as ``last_truth``. ``noise`` holds one
+    ``draw_sampling_noise`` of the whole batch per step, so the rollout of a row does not depend on which rows are rolled out with it."""
     if steps == 0 or not rows.any():
         return shift_window(batch, steps)
     idx, k = np.flatnonzero(rows), batch.context.shape[1]
@@ -123,5 +134,5 @@ def with_own_rollouts(
         )
     frames = batch.targets[:, :steps].copy()
     frames[idx] = made.cpu().numpy()
-    truth = shift_window(batch, steps)
-    return replace(shift_window(batch, steps, frames), last_truth=truth.context[:, -1])
+    # MuJoCo's frame where the new context ends: the real one the last made frame stands in for
+    return replace(shift_window(batch, steps, frames), last_truth=batch.targets[:, steps - 1])
