@@ -705,3 +705,77 @@ def test_a_flow_needs_its_target_and_fine_tuning_may_add_one(tmp_path):
     assert torch.equal(got, want)  # no motion yet, and the warped frame's weights are zero
     with pytest.raises(ValueError, match="target='delta'"):
         WorldModel(tiny_config(flow_channels=[16, 16], target="frame"))
+
+
+def _drifting_squares(moves_px: list[tuple[int, int]], size: int = 32) -> torch.Tensor:
+    """A context ``uint8[1, K, H, W, 3]`` of a red and a blue 4x4 square on the backdrop: the red one
+    steps by ``moves_px[t]`` (u, v) between frames t and t + 1, the blue one stands still."""
+    from worldsim.scenes.colours import rgb_uint8
+
+    k = len(moves_px) + 1
+    frames = np.zeros((1, k, size, size, 3), np.uint8)
+    frames[:] = rgb_uint8("backdrop")
+    u, v = 4, 6
+    for t in range(k):
+        frames[0, t, v : v + 4, u : u + 4] = rgb_uint8("red")
+        frames[0, t, 24:28, 24:28] = rgb_uint8("blue")
+        if t < len(moves_px):
+            u, v = u + moves_px[t][0], v + moves_px[t][1]
+    return torch.from_numpy(frames)
+
+
+def test_colour_moves_are_each_flat_colours_centroid_moves_painted_where_it_is_now():
+    from worldsim.model.motion import colour_moves
+    from worldsim.scenes.colours import rgb_uint8
+
+    ctx = _drifting_squares([(2, -1), (3, 0), (1, 2)])
+    moves = colour_moves(ctx)  # [1, 6, H, W]: (u, v) of pairs 0-1, 1-2, 2-3
+    assert moves.shape == (1, 6, 32, 32)
+    red = (ctx[0, -1] == torch.tensor(rgb_uint8("red"))).all(-1)
+    assert red.sum() == 16
+    for pair, (du, dv) in enumerate([(2, -1), (3, 0), (1, 2)]):
+        assert torch.all(moves[0, 2 * pair][red] == du) and torch.all(moves[0, 2 * pair + 1][red] == dv)
+    assert not moves[0][:, ~red].any()  # the blue square stands still, the backdrop is scenery
+    gone = ctx.clone()
+    gone[0, 0] = ctx[0, 0, :1, :1]  # the first frame all backdrop: no red there to have moved from
+    assert not colour_moves(gone)[0, :2].any() and colour_moves(gone)[0, 2:].equal(moves[0, 2:])
+    padded = torch.tensor([[False, True, True, True]])  # the first frame is padding: its pair has no move
+    assert not colour_moves(ctx, padded)[0, :2].any() and colour_moves(ctx, padded)[0, 2:].equal(moves[0, 2:])
+    with pytest.raises(ValueError, match="colour_moves takes"):
+        colour_moves(ctx[0])
+    with pytest.raises(ValueError, match="colour_moves takes"):
+        colour_moves(to_float(ctx))
+
+
+def test_a_flow_given_the_moves_carries_a_coasting_square_on_and_starts_as_it_was(tmp_path):
+    """With ``flow_motion`` the flow reads the colours' moves; fine-tuned from a flow without them it
+    starts as the same function (zero weights on the moves, zero carry), and with the carry at one it
+    moves a square on by the move it just made, whole, where the flow alone would not move it."""
+    from worldsim.metrics.objects import Palette, extract_objects
+    from worldsim.model.world_model import FLOW_CARRY_GAIN
+    from worldsim.train.loop import load_init
+
+    ctx = _drifting_squares([(3, 0)])  # K = 2: the red square moved 3 px right
+    acts, captions = torch.zeros(1, 2, 2), [CAPTIONS[0]]
+    torch.manual_seed(0)
+    cfg = tiny_config(sampling_context_noise=0.0, flow_channels=[16, 16])
+    plain = WorldModel(cfg).eval()
+    path = save_checkpoint(tmp_path / "ckpt", plain, plain.cfg.to_dict(), family="balls", frame_size=(32, 32))
+    moving = WorldModel(tiny_config(sampling_context_noise=0.0, flow_channels=[16, 16], flow_motion=True))
+    load_init(load_checkpoint(path), moving.eval())
+    prompt = plain.encode_prompts(captions)
+    want = plain.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(
+        moving.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1)), want
+    )
+    with torch.no_grad():
+        moving.flow_carry.fill_(1.0 / FLOW_CARRY_GAIN)
+        moving.unet.head.weight.zero_()
+        moving.unet.head.bias.zero_()  # no change drawn: the frame is the warp alone
+    made = moving.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1))
+    pal = Palette.build([("red", 1, ["red"]), ("blue", 1, ["blue"])], ["backdrop"])
+    before, after = extract_objects(ctx[:, -1].numpy(), pal), extract_objects(made.numpy(), pal)
+    assert np.allclose(after.centroid_px - before.centroid_px, [[[3, 0], [0, 0]]], atol=1e-6)
+    assert np.array_equal(after.count_px, before.count_px)  # moved whole
+    with pytest.raises(ValueError, match="flow_motion"):
+        WorldModel(tiny_config(flow_motion=True))  # no flow to hand the moves to

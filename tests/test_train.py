@@ -412,6 +412,18 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     no_flow = tiny_run(tiny_data, tmp_path / "no_flow2", steps=1, init=str(first), fresh_flow=True)
     with pytest.raises(ValueError, match="train.fresh_flow restarts the flow"):
         train(no_flow)
+    # the colours' moves handed to a trained flow: zero weights on them and zero carry at the start
+    told = tiny_run(tiny_data, tmp_path / "told", steps=3, init=str(flowing.path), motion_share=1.0)
+    told.model.flow_motion = True
+    told_ckpt = load_checkpoint(train(told))
+    assert told_ckpt.config["flow_motion"] is True and told_ckpt.state_dict["flow_carry"] != 0  # it learned
+    stem, was = told_ckpt.state_dict["flow_net.stem.weight"], flowing.state_dict["flow_net.stem.weight"]
+    grid = WorldModelConfig.from_dict(told_ckpt.config).flow_grid  # the stem's weights are on its grid
+    assert stem.shape[1] == was.shape[1] + 2 * (told_ckpt.config["context"] - 1) * grid**2
+    untold = tiny_run(tiny_data, tmp_path / "untold", steps=1, init=str(first))
+    untold.model.flow_motion = True
+    with pytest.raises(ValueError, match="has no flow"):
+        train(untold)
 
 
 @pytest.mark.parametrize(

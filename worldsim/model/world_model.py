@@ -45,6 +45,7 @@ from torch import nn
 
 from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, training_loss
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
+from worldsim.model.motion import colour_moves
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
 from worldsim.model.warp import warp
@@ -74,6 +75,7 @@ class WorldModelConfig:
     flow_channels: list[int] = field(default_factory=list)  # non-empty: a flow U-Net of these widths warps
     flow_dither: bool = False  # round each region's move stochastically (expected move = the move)
     flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
+    flow_motion: bool = False  # the flow also reads each colour's moves in the context (``motion``)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -130,6 +132,11 @@ FLOW_SCALE_PX = 8.0
 FLOW_LOSS_WEIGHT = 0.1
 """Weight of the flow's error (squared pixels) beside the frame loss. The flow U-Net has weights of its
 own, which Adam steps alike at any weight; this sets how much the flow moves the shared conditioning."""
+
+FLOW_CARRY_GAIN = 10.0
+"""``flow_motion``'s carry is this times its parameter: the parameter starts at zero (a fine-tuned flow
+starts as the function it was) and Adam moves a parameter by about the learning rate a step, so at
+1e-4 to 3e-4 the carry reaches the ~0.9 a coasting ball needs in a few hundred steps, not thousands."""
 
 FLOW_HUBER_C_PX = 0.1
 """The bend of the flow's pseudo-Huber error (``flow_kind="pseudo_huber"``), in pixels: a step's moves
@@ -202,6 +209,11 @@ class WorldModel(nn.Module):
         self.unet = UNet(cfg.unet)
         if cfg.flow_unshuffle < 0:
             raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
+        if cfg.flow_motion and not (cfg.flow_channels and cfg.context > 1):
+            raise ValueError(
+                "flow_motion hands a flow the moves between context frames: it needs "
+                f"flow_channels and a context of 2 frames or more (context={cfg.context})"
+            )
         if cfg.flow_channels:
             if cfg.target != "delta":
                 raise ValueError(
@@ -209,9 +221,10 @@ class WorldModel(nn.Module):
                 )
             # Its head starts at zero: no motion, so the warp is the identity and a generator given a
             # flow when fine-tuned starts as the function it was (``train.init``).
+            moves = 2 * (cfg.context - 1) if cfg.flow_motion else 0
             self.flow_net = UNet(
                 UNetConfig(
-                    in_channels=context_channels,
+                    in_channels=context_channels + moves,
                     out_channels=2,
                     channels=list(cfg.flow_channels),
                     blocks_per_level=1,
@@ -221,6 +234,11 @@ class WorldModel(nn.Module):
                     groups=cfg.unet.groups,
                 )
             )
+            if cfg.flow_motion:
+                # How much of the move just seen the flow carries on by itself: starts at zero (and so
+                # do the flow's weights on the moves), so a flow given moves when fine-tuned starts as
+                # the function it was; the network learns what changes the move (gravity, bounces).
+                self.flow_carry = nn.Parameter(torch.zeros(()))
         k = cfg.context
         cond_in = 64 + 32 + cfg.prompt.out_dim + k * cfg.action_dim + k
         self.cond_mlp = nn.Sequential(
@@ -296,12 +314,22 @@ class WorldModel(nn.Module):
             parts.append((pixels[:, :, :, 1:] - pixels[:, :, :, :-1]).reshape(b, h, w, (k - 1) * c))
         return torch.cat(parts, dim=3).permute(0, 3, 1, 2)
 
-    def _flow(self, ctx: torch.Tensor, cond_args: tuple) -> torch.Tensor:
-        """The displacement field ``[B, 2, H, W]`` in pixels (u, v) from the context channels; it reads
-        the conditions as the denoiser does, at a fixed noise level."""
+    def _flow(self, ctx: torch.Tensor, cond_args: tuple, moves: torch.Tensor | None = None) -> torch.Tensor:
+        """The displacement field ``[B, 2, H, W]`` in pixels (u, v) from the context channels and, with
+        ``flow_motion``, the colours' moves in the clean context (``colour_moves``); it reads the
+        conditions as the denoiser does, at a fixed noise level."""
         b = ctx.shape[0]
         cond = self._cond(torch.zeros(b, device=ctx.device), *cond_args)
-        return FLOW_SCALE_PX * self.flow_net(ctx, cond).float()
+        if not self.cfg.flow_motion:
+            return FLOW_SCALE_PX * self.flow_net(ctx, cond).float()
+        if moves is None:
+            raise ValueError("this generator's flow reads the context's moves (flow_motion): pass moves")
+        field = FLOW_SCALE_PX * self.flow_net(torch.cat([ctx, moves / FLOW_SCALE_PX], 1), cond).float()
+        return field + FLOW_CARRY_GAIN * self.flow_carry * moves[:, -2:]
+
+    def _moves(self, context_uint8: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
+        """The colours' moves the flow reads (``flow_motion``), from the context before any noise."""
+        return colour_moves(context_uint8, context_mask) if self.cfg.flow_motion else None
 
     def _net(
         self,
@@ -416,7 +444,7 @@ class WorldModel(nn.Module):
                     "this generator has a flow (flow_channels): pass flow_target and flow_weight"
                 )
             flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
-            predicted = self._flow(ctx, cond_args)
+            predicted = self._flow(ctx, cond_args, self._moves(context_uint8.to(device), context_mask))
             err = flow_error(predicted, flow_target, flow_kind)
             flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
             field = flow_target
@@ -470,12 +498,13 @@ class WorldModel(nn.Module):
                 f"ancestral sampling (sampling_eta {cfg.sampling_eta}) in {steps} steps needs the noise's "
                 "'renoise': draw it with draw_sampling_noise(..., steps)"
             )
+        if context_mask is None:
+            context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
+        moves = self._moves(context_uint8.to(device), context_mask) if cfg.flow_channels else None
         sigma_c = cfg.sampling_context_noise if context_noise is None else context_noise
         ctx_sigma = torch.full((b,), float(sigma_c), device=device)
         if sigma_c > 0:
             context = context + sigma_c * noise["context"].to(device)
-        if context_mask is None:
-            context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
         index = self._frame_index(frame_index, b, device)
         cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index)
         ctx = self._context_channels(context)
@@ -485,7 +514,7 @@ class WorldModel(nn.Module):
         base = last
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                flow = self._flow(ctx, cond_args)
+                flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
             base = warp(last, flow, dither)

@@ -162,10 +162,19 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 
 
 # What fine-tuning may add to a checkpoint's generator. The generator still starts as the function it
-# was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), and
-# the U-Net's weights on the warped frame (its last input channels) are zero.
-ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.")
+# was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), the
+# U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
+# weights on the colours' moves (its last input channels) and how much of them it carries.
+ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.", "flow_carry")
 STEM = "unet.stem.weight"
+FLOW_STEM = "flow_net.stem.weight"
+
+
+def _with_zero_inputs(state: dict, own: dict, name: str) -> None:
+    """Give ``state[name]``, a first layer, zero weights on the input channels ``own[name]`` has
+    beyond it (inputs are added last, so the old ones keep their places)."""
+    extra = own[name].shape[1] - state[name].shape[1]
+    state[name] = torch.cat([state[name], own[name][:, -extra:].new_zeros(own[name][:, -extra:].shape)], 1)
 
 
 def load_init(
@@ -181,10 +190,10 @@ def load_init(
     state = {k: v for k, v in state.items() if not k.startswith(fresh)} if fresh else state
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
     if adds_flow and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
-        extra = own[STEM].shape[1] - state[STEM].shape[1]
-        state[STEM] = torch.cat(
-            [state[STEM], own[STEM][:, -extra:].new_zeros(own[STEM][:, -extra:].shape)], 1
-        )
+        _with_zero_inputs(state, own, STEM)
+    adds_moves = "flow_carry" in own and "flow_carry" not in state
+    if adds_moves and FLOW_STEM in state and state[FLOW_STEM].shape[1] < own[FLOW_STEM].shape[1]:
+        _with_zero_inputs(state, own, FLOW_STEM)
     missing, unexpected = set(own) - set(state), set(state) - set(own)
     added = ADDED_BY_FINE_TUNING + fresh
     only_added = bool(missing) and not unexpected and all(k.startswith(added) for k in missing)
@@ -406,6 +415,13 @@ def train(run: RunConfig) -> Path:
             # the flow keeps its grid (an unset flow unshuffle is the old U-Net's)
             model_cfg.flow_unshuffle = model_cfg.flow_grid
             model_cfg.unet = copy.deepcopy(run.model.unet)  # the run's widths, trained from scratch
+        if run.model.flow_motion and not model_cfg.flow_motion:
+            if not model_cfg.flow_channels:
+                raise ValueError(
+                    f"model.flow_motion hands a flow the context's moves; {cfg.init} has no flow "
+                    "(add one with model.flow_channels)"
+                )
+            model_cfg.flow_motion = True  # and hand the flow the moves
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         # The noise levels training draws are a training setting, not the architecture: the run's own.
