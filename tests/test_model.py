@@ -741,6 +741,11 @@ def test_colour_moves_are_each_flat_colours_centroid_moves_painted_where_it_is_n
     assert not colour_moves(gone)[0, :2].any() and colour_moves(gone)[0, 2:].equal(moves[0, 2:])
     padded = torch.tensor([[False, True, True, True]])  # the first frame is padding: its pair has no move
     assert not colour_moves(ctx, padded)[0, :2].any() and colour_moves(ctx, padded)[0, 2:].equal(moves[0, 2:])
+    other = _drifting_squares([(0, 1), (0, 2), (-1, 0)])  # worlds of a batch are measured apart
+    both = colour_moves(torch.cat([other, ctx]))
+    assert both[1].equal(moves[0]) and both[0].equal(colour_moves(other)[0]) and both[0][1::2].any()
+    strided = torch.cat([other, ctx]).permute(0, 1, 3, 2, 4).contiguous().permute(0, 1, 3, 2, 4)
+    assert colour_moves(strided).equal(both)  # a context that is a view of other memory
     with pytest.raises(ValueError, match="colour_moves takes"):
         colour_moves(ctx[0])
     with pytest.raises(ValueError, match="colour_moves takes"):
@@ -760,15 +765,19 @@ def test_a_flow_given_the_moves_carries_a_coasting_square_on_and_starts_as_it_wa
     torch.manual_seed(0)
     cfg = tiny_config(sampling_context_noise=0.0, flow_channels=[16, 16])
     plain = WorldModel(cfg).eval()
+    with torch.no_grad():  # a flow that moves things (a fresh one's head is zero: no move at all)
+        plain.flow_net.head.weight.normal_(0.0, 0.5)
     path = save_checkpoint(tmp_path / "ckpt", plain, plain.cfg.to_dict(), family="balls", frame_size=(32, 32))
     moving = WorldModel(tiny_config(sampling_context_noise=0.0, flow_channels=[16, 16], flow_motion=True))
     load_init(load_checkpoint(path), moving.eval())
     prompt = plain.encode_prompts(captions)
     want = plain.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(want, ctx[:, -1])  # the flow moved something
     assert torch.equal(
         moving.predict_next(ctx, acts, prompt, generator=torch.Generator().manual_seed(1)), want
     )
     with torch.no_grad():
+        moving.flow_net.head.weight.zero_()  # the network's own field: none
         moving.flow_carry.fill_(1.0 / FLOW_CARRY_GAIN)
         moving.unet.head.weight.zero_()
         moving.unet.head.bias.zero_()  # no change drawn: the frame is the warp alone

@@ -10,7 +10,10 @@ MuJoCo's frames and exactly the generator's own whole-pixel moves on its frames;
 Each object of a scene is one flat colour, so pixels are grouped by colour alone (no palette, no
 matching of regions): a colour's centroid in each context frame, its moves between consecutive
 frames, painted on the pixels of that colour in the last frame. Colours are binned to 16 levels a
-channel: a scene's colours vary by a grey level or two, and its objects differ by far more. Colours
+channel: a scene's colours vary by a grey level or two, and its objects differ by far more. A
+colour within a few levels of a bin's edge (Push's pusher at 31, the 242 of Balls' blue and yellow)
+may split across two bins where a generator drifts its shade, which gives the halves false moves;
+keying pixels by the nearest colour of the scene's palette would not, and is not done here. Colours
 covering more than ``max_share`` of the last frame are scenery (floor, walls, road), whose centroid
 shifts when something passes in front: they get no move.
 """
@@ -52,11 +55,11 @@ def colour_moves(
     keys = colour_keys(context_uint8)  # [B, K, H, W]
     # Number the colours that occur anywhere in the batch (tens in a scene, of LEVELS^3 bins), so the
     # per-colour sums below are a few thousand entries, not millions.
-    seen = torch.bincount(keys.view(-1), minlength=LEVELS**3) > 0
+    seen = torch.bincount(keys.reshape(-1), minlength=LEVELS**3) > 0
     n = int(seen.sum())
     # each frame's colours numbered apart: frame f's colour i is f * n + i
     offsets = (torch.arange(b * k, device=device, dtype=torch.int32) * n).view(b, k, 1, 1)
-    keys = (torch.cumsum(seen, 0, dtype=torch.int32) - 1).index_select(0, keys.view(-1)).view(b, k, h, w)
+    keys = (torch.cumsum(seen, 0, dtype=torch.int32) - 1).index_select(0, keys.reshape(-1)).view(b, k, h, w)
     flat = (keys + offsets).view(-1)
     v, u = torch.meshgrid(
         torch.arange(h, device=device, dtype=torch.float32),

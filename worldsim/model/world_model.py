@@ -135,8 +135,9 @@ own, which Adam steps alike at any weight; this sets how much the flow moves the
 
 FLOW_CARRY_GAIN = 10.0
 """``flow_motion``'s carry is this times its parameter: the parameter starts at zero (a fine-tuned flow
-starts as the function it was) and Adam moves a parameter by about the learning rate a step, so at
-1e-4 to 3e-4 the carry reaches the ~0.9 a coasting ball needs in a few hundred steps, not thousands."""
+starts as the function it was) and Adam moves a parameter by at most about the learning rate a step,
+so at 2e-4 the carry could reach a coasting ball's ~0.97 within a few hundred steps. (On Balls it
+went to 0.22 in 2,000 steps: the flow keeps reading speed off the pixels; README.)"""
 
 FLOW_HUBER_C_PX = 0.1
 """The bend of the flow's pseudo-Huber error (``flow_kind="pseudo_huber"``), in pixels: a step's moves
