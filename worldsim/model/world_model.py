@@ -501,7 +501,7 @@ class WorldModel(nn.Module):
             )
         if context_mask is None:
             context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
-        moves = self._moves(context_uint8.to(device), context_mask) if cfg.flow_channels else None
+        moves = self._moves(context_uint8.to(device), context_mask)
         sigma_c = cfg.sampling_context_noise if context_noise is None else context_noise
         ctx_sigma = torch.full((b,), float(sigma_c), device=device)
         if sigma_c > 0:
