@@ -37,7 +37,12 @@ def teacher_forced(model, episodes: list[Episode], horizon: int, seed: int = 0) 
     for h in range(horizon):
         context = torch.from_numpy(np.stack([e.frames[h : h + k] for e in episodes]))
         actions = torch.from_numpy(np.stack([e.actions[h : h + k] for e in episodes]))
-        out.append(model.predict_next(context, actions, prompt, generator=gen, frame_index=h + k).numpy())
+        odometer = model.context_odometer(torch.from_numpy(np.stack([e.frames[: h + k] for e in episodes])))
+        out.append(
+            model.predict_next(
+                context, actions, prompt, generator=gen, frame_index=h + k, odometer_m=odometer
+            ).numpy()
+        )
     return np.stack(out, axis=1)
 
 

@@ -86,10 +86,10 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     prompt = model.encode_prompts(["balls: red agent ball"] * worlds)
     out = {"worlds": worlds, "model": source, "threads": torch.get_num_threads(), "frames_per_s": {}}
     for n in (1, 2, 3):
-        model.predict_next(ctx, actions, prompt, steps=n, frame_index=cfg.context)
+        model.predict_next(ctx, actions, prompt, steps=n, frame_index=cfg.context, odometer_m=0.0)
         start = time.perf_counter()
         for _ in range(steps):
-            model.predict_next(ctx, actions, prompt, steps=n, frame_index=cfg.context)
+            model.predict_next(ctx, actions, prompt, steps=n, frame_index=cfg.context, odometer_m=0.0)
         out["frames_per_s"][f"{n}_steps"] = round(worlds * steps / (time.perf_counter() - start), 1)
     out["sampling_steps_default"] = cfg.sampling_steps
     out["sampling_precision"] = cfg.sampling_precision

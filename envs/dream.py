@@ -152,6 +152,7 @@ class DreamVectorEnv(VectorEnv):
         self._prompts: torch.Tensor | None = None
         self._colours = torch.zeros(n, 3 * COLOUR_SLOTS, device=self.device)  # what the probe is told
         self._steps = np.zeros(n, dtype=np.int64)
+        self._odometer = torch.zeros(n, device=self.device)  # distance each world's camera travelled
         self._ended = np.zeros(n, dtype=bool)
         self._started = False
 
@@ -199,7 +200,7 @@ class DreamVectorEnv(VectorEnv):
             noise = self._noise(worlds)
             acts = torch.zeros(len(worlds), k, self.model.cfg.action_dim, device=self.device)
             first = self.model.predict_next(
-                empty, acts, prompts, mask, **self._sampling(), noise=noise, frame_index=0
+                empty, acts, prompts, mask, **self._sampling(), noise=noise, frame_index=0, odometer_m=0.0
             )
         first = first.to(self.device)
         self._frames[idx] = first[:, None].expand(-1, k, *first.shape[1:])
@@ -207,6 +208,7 @@ class DreamVectorEnv(VectorEnv):
         self._mask[idx, -1] = True
         self._actions[idx] = 0.0
         self._steps[worlds] = 0
+        self._odometer[idx] = 0.0  # a world starts at its episode's first frame
         self._ended[worlds] = False
 
     def _sampling(self) -> dict[str, Any]:
@@ -250,6 +252,7 @@ class DreamVectorEnv(VectorEnv):
                 **self._sampling(),
                 noise=self._noise(live),
                 frame_index=torch.from_numpy(self._steps[live] + 1),
+                odometer_m=self._odometer[idx],
             )
             reward, logit = self.model.reward_termination(
                 ctx[:, -1], acts[:, -1], nxt, prompt, precision=self.sampling_precision
@@ -259,6 +262,7 @@ class DreamVectorEnv(VectorEnv):
             self._frames[idx] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             self._mask[idx] = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
             self._actions[idx] = acts
+            self._odometer[idx] += self.model.odometer_step(ctx[:, -1], nxt)
             self._steps[live] += 1
         if restarting.any():
             self._start(np.flatnonzero(restarting), None)

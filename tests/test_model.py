@@ -788,3 +788,30 @@ def test_a_flow_given_the_moves_carries_a_coasting_square_on_and_starts_as_it_wa
     assert np.array_equal(after.count_px, before.count_px)  # moved whole
     with pytest.raises(ValueError, match="flow_motion"):
         WorldModel(tiny_config(flow_motion=True))  # no flow to hand the moves to
+
+
+def test_a_fixed_carry_coasts_from_the_start_and_is_not_trained():
+    """``flow_carry_fixed`` is a buffer, not a parameter: a fresh flow (zero head) with it at one
+    carries a square on by its last move at once, and no optimiser can change it."""
+    from worldsim.metrics.objects import Palette, extract_objects
+
+    ctx = _drifting_squares([(3, 0)])
+    acts, captions = torch.zeros(1, 2, 2), [CAPTIONS[0]]
+    torch.manual_seed(0)
+    model = WorldModel(
+        tiny_config(
+            sampling_context_noise=0.0, flow_channels=[16, 16], flow_motion=True, flow_carry_fixed=1.0
+        )
+    ).eval()
+    assert "flow_carry" not in dict(model.named_parameters()) and "flow_carry" in model.state_dict()
+    with torch.no_grad():
+        model.unet.head.weight.zero_()
+        model.unet.head.bias.zero_()  # no change drawn: the frame is the warp alone
+    made = model.predict_next(
+        ctx, acts, model.encode_prompts(captions), generator=torch.Generator().manual_seed(1)
+    )
+    pal = Palette.build([("red", 1, ["red"]), ("blue", 1, ["blue"])], ["backdrop"])
+    before, after = extract_objects(ctx[:, -1].numpy(), pal), extract_objects(made.numpy(), pal)
+    assert np.allclose(after.centroid_px - before.centroid_px, [[[3, 0], [0, 0]]], atol=1e-6)
+    with pytest.raises(ValueError, match="needs flow_motion"):
+        WorldModel(tiny_config(flow_channels=[16, 16], flow_carry_fixed=1.0))

@@ -358,6 +358,32 @@ def test_fine_tuning_may_add_a_clock_but_not_change_one(tiny_data, tmp_path):
         train(again)
 
 
+def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(tiny_data, tmp_path):
+    """Drive's camera travels: an odometer added by fine-tuning reads its road markings (filled in from
+    the scene) and its weights learn from the distances of the windows; Balls' camera stands still,
+    and rolled-out rows do not keep a distance yet: both are refused."""
+    drive = collect(
+        "drive", episodes=2, out=tmp_path / "drive", num_envs=2, seed=1, max_steps=24, progress=False
+    )
+    first = train(tiny_run(drive, tmp_path / "first", steps=2))
+    run = tiny_run(drive, tmp_path / "told", steps=3, init=str(first))
+    run.model.odometer = True
+    told = load_checkpoint(train(run))
+    markings = told.config["odometer_markings"]
+    assert told.config["odometer"] and markings["columns"] == [29, 35] and markings["px_per_m"] > 5
+    assert told.state_dict["odometer_in.weight"].abs().sum() > 0  # it moved off zero: it learned
+    again = load_checkpoint(train(tiny_run(drive, tmp_path / "told", steps=4, init=str(first))))
+    assert again.config["odometer"]  # a resumed run keeps it
+    fixed = tiny_run(tiny_data, tmp_path / "balls", steps=1)
+    fixed.model.odometer = True
+    with pytest.raises(ValueError, match="fixed camera"):
+        train(fixed)
+    rolled = tiny_run(drive, tmp_path / "rolled", steps=1, init=str(first), rollout_share=0.5)
+    rolled.model.odometer = True
+    with pytest.raises(ValueError, match="rollout_share"):
+        train(rolled)
+
+
 def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_data, tmp_path):
     first = train(tiny_run(tiny_data, tmp_path / "first", steps=3))
     run = tiny_run(tiny_data, tmp_path / "flowing", steps=4, init=str(first), motion_share=1.0)
@@ -465,11 +491,12 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
     class Recorder(torch.nn.Module):
         rollout = WorldModel.rollout  # the real autoregressive loop around a recording step
         _frame_index = WorldModel._frame_index
+        _odometer = WorldModel._odometer
 
         def __init__(self) -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
-            self.cfg = SimpleNamespace(context=2, clock_frames=300)
+            self.cfg = SimpleNamespace(context=2, clock_frames=300, odometer=False)
             self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
             self.indices: list[torch.Tensor] = []
 
@@ -477,7 +504,16 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
             return torch.zeros(len(captions), 1)
 
         def predict_next(
-            self, context, actions, prompt, mask, steps=None, generator=None, noise=None, frame_index=None
+            self,
+            context,
+            actions,
+            prompt,
+            mask,
+            steps=None,
+            generator=None,
+            noise=None,
+            frame_index=None,
+            odometer_m=None,
         ):
             self.calls.append((context.clone(), actions.clone()))
             self.indices.append(frame_index.clone())

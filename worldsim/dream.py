@@ -80,6 +80,7 @@ def dream(
     if policy is not None:
         policy.reset(sim.state())
     taken = []
+    odometer = torch.zeros(1, device=device)  # the start is an episode's first frame
     for t in range(steps):
         a = np.clip(policy.act(sim.state()) if policy is not None else actions[t], -1.0, 1.0).astype(
             np.float32
@@ -87,8 +88,16 @@ def dream(
         taken.append(a)
         past = torch.cat([past[:, 1:], torch.from_numpy(a)[None, None].to(device)], dim=1)
         nxt = model.predict_next(
-            ctx, past, prompt, mask, steps=sampling_steps, generator=gen, frame_index=t + 1
+            ctx,
+            past,
+            prompt,
+            mask,
+            steps=sampling_steps,
+            generator=gen,
+            frame_index=t + 1,
+            odometer_m=odometer,
         )
+        odometer = odometer + model.odometer_step(ctx[:, -1], nxt)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
         mask = torch.cat([mask[:, 1:], torch.ones(1, 1, dtype=torch.bool, device=device)], dim=1)
         generated.append(nxt[0].cpu().numpy())

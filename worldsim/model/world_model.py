@@ -22,6 +22,10 @@ Design choices, each measured on Balls (see the README):
   the view at a time the prompt sets (Drive's pedestrian starts crossing at ``start`` seconds, at
   ``x`` metres down the road) cannot be timed from the last K frames alone, and a model that cannot
   time it draws its mean: nothing.
+- A generator may also be told how far its camera has travelled (``odometer``; ``worldsim.model.
+  odometry``): Drive's pedestrian comes into view when the car is 9.7 m from it, which the road,
+  the same everywhere, never shows. The rollout keeps the distance as it keeps the clock, from the
+  dashes' scroll in the frames it makes.
 - A generator may move the last frame's pixels by a predicted forward displacement field before
   drawing the change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it
   is unsure of then moves whole, to its mean position, instead of blending into the places it may
@@ -46,6 +50,7 @@ from torch import nn
 from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, training_loss
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
+from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
 from worldsim.model.warp import warp
@@ -76,6 +81,9 @@ class WorldModelConfig:
     flow_dither: bool = False  # round each region's move stochastically (expected move = the move)
     flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
     flow_motion: bool = False  # the flow also reads each colour's moves in the context (``motion``)
+    flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
+    odometer: bool = False  # told the distance the camera has travelled, read off the road's markings
+    odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -93,7 +101,13 @@ class WorldModelConfig:
     @staticmethod
     def from_dict(d: dict) -> WorldModelConfig:
         d = dict(d)
-        sub = {"unet": UNetConfig, "prompt": PromptEncoderConfig, "edm": EDMConfig, "heads": HeadsConfig}
+        sub = {
+            "unet": UNetConfig,
+            "prompt": PromptEncoderConfig,
+            "edm": EDMConfig,
+            "heads": HeadsConfig,
+            "odometer_markings": OdometerConfig,
+        }
         for key, cls in sub.items():
             if key in d and isinstance(d[key], dict):
                 d[key] = cls(**d[key])
@@ -153,6 +167,18 @@ def clock_features(frame_index: torch.Tensor, clock_frames: int) -> torch.Tensor
     return torch.cat([tau, torch.sin(math.pi * k * tau), torch.cos(math.pi * k * tau)], dim=1)
 
 
+ODOMETER_SCALE_M = 10.0
+"""The odometer enters the conditioning as its distance over this and the square root of that: a
+prompt's distances (Drive's pedestrian at ``x`` metres) enter the prompt encoder as their values, so
+"how far is it still" is a difference the conditioning MLP can form."""
+
+
+def odometer_features(odometer_m: torch.Tensor) -> torch.Tensor:
+    """``[B]`` distances travelled (m) to ``[B, 2]`` features."""
+    d = odometer_m.float()[:, None] / ODOMETER_SCALE_M
+    return torch.cat([d, d.clamp_min(0.0).sqrt()], dim=1)
+
+
 def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
     """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
     return frames_uint8.permute(*range(frames_uint8.ndim - 3), -1, -3, -2).float() / 127.5 - 1.0
@@ -210,6 +236,10 @@ class WorldModel(nn.Module):
         self.unet = UNet(cfg.unet)
         if cfg.flow_unshuffle < 0:
             raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
+        if cfg.flow_carry_fixed is not None and not cfg.flow_motion:
+            raise ValueError(
+                "flow_carry_fixed sets how much of the context's last move a flow carries: it needs flow_motion"
+            )
         if cfg.flow_motion and not (cfg.flow_channels and cfg.context > 1):
             raise ValueError(
                 "flow_motion hands a flow the moves between context frames: it needs "
@@ -235,11 +265,15 @@ class WorldModel(nn.Module):
                     groups=cfg.unet.groups,
                 )
             )
-            if cfg.flow_motion:
+            if cfg.flow_motion and cfg.flow_carry_fixed is None:
                 # How much of the move just seen the flow carries on by itself: starts at zero (and so
                 # do the flow's weights on the moves), so a flow given moves when fine-tuned starts as
                 # the function it was; the network learns what changes the move (gravity, bounces).
                 self.flow_carry = nn.Parameter(torch.zeros(()))
+            elif cfg.flow_motion:
+                # A fixed carry (1: things coast unless something acts): the network can only learn
+                # the change of the move, not lean on re-reading speed off the pixels (README).
+                self.register_buffer("flow_carry", torch.tensor(cfg.flow_carry_fixed / FLOW_CARRY_GAIN))
         k = cfg.context
         cond_in = 64 + 32 + cfg.prompt.out_dim + k * cfg.action_dim + k
         self.cond_mlp = nn.Sequential(
@@ -253,6 +287,16 @@ class WorldModel(nn.Module):
             self.clock_in = nn.Linear(1 + 2 * CLOCK_HARMONICS, cfg.cond_dim)
             nn.init.zeros_(self.clock_in.weight)
             nn.init.zeros_(self.clock_in.bias)
+        if cfg.odometer:
+            if cfg.odometer_markings is None:
+                raise ValueError(
+                    "an odometer reads a road's markings: give odometer_markings (training fills them "
+                    "from the scene)"
+                )
+            # Zero at the start, as the clock: fine-tuning may add an odometer to a checkpoint.
+            self.odometer_in = nn.Linear(2, cfg.cond_dim)
+            nn.init.zeros_(self.odometer_in.weight)
+            nn.init.zeros_(self.odometer_in.bias)
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
         # What "no frame yet" looks like: the mean training frame (set by the training loop). Text-to-
         # video starts from K of these with an all-False context mask, so the first frame is drawn
@@ -274,6 +318,7 @@ class WorldModel(nn.Module):
         actions: torch.Tensor,
         context_mask: torch.Tensor,
         frame_index: torch.Tensor | None,
+        odometer: torch.Tensor | None = None,
     ) -> torch.Tensor:
         feats = [
             fourier_features(c_noise, 64),
@@ -285,7 +330,41 @@ class WorldModel(nn.Module):
         hidden = self.cond_mlp[0](torch.cat(feats, dim=1))
         if self.cfg.clock_frames:
             hidden = hidden + self.clock_in(clock_features(frame_index, self.cfg.clock_frames))
+        if self.cfg.odometer:
+            hidden = hidden + self.odometer_in(odometer_features(odometer))
         return self.cond_mlp[2](self.cond_mlp[1](hidden))
+
+    def _odometer(self, odometer_m: torch.Tensor | float | None, b: int, device: torch.device):
+        """``odometer_m`` as ``float[b]`` on ``device``; required of a generator with an odometer."""
+        if not self.cfg.odometer:
+            return None
+        if odometer_m is None:
+            raise ValueError(
+                "this generator is told how far its camera has travelled (odometer): pass odometer_m, "
+                "the distance at the last context frame (0 at an episode's first frame)"
+            )
+        dist = torch.as_tensor(odometer_m, device=device, dtype=torch.float32)
+        dist = dist.expand(b) if dist.ndim == 0 else dist
+        if dist.shape != (b,) or not torch.isfinite(dist).all():
+            raise ValueError(
+                f"odometer_m must be one finite distance or one per world, shape ({b},); got {tuple(dist.shape)}"
+            )
+        return dist
+
+    def odometer_step(self, before_uint8: torch.Tensor, after_uint8: torch.Tensor) -> torch.Tensor:
+        """How far the camera went from frames ``before`` to ``after`` (``uint8[B, H, W, 3]``), in
+        metres, as the generator's odometer counts it: zeros for a generator without one. A caller
+        stepping a rollout itself adds it up (the rollouts here do)."""
+        if not self.cfg.odometer:
+            return torch.zeros(before_uint8.shape[0], device=before_uint8.device)
+        return step_m(before_uint8, after_uint8, self.cfg.odometer_markings)
+
+    def context_odometer(self, context_uint8: torch.Tensor) -> torch.Tensor:
+        """The distance at the last frame of contexts ``uint8[B, K, H, W, 3]`` that begin at an
+        episode's first frame (a padded context's copies of it move nothing): ``float[B]``."""
+        if not self.cfg.odometer:
+            return torch.zeros(context_uint8.shape[0], device=context_uint8.device)
+        return odometer_m(context_uint8, self.cfg.odometer_markings)[:, -1]
 
     def _frame_index(self, frame_index: torch.Tensor | int | None, b: int, device: torch.device):
         """``frame_index`` as ``int64[b]`` on ``device``; required of a generator with a clock."""
@@ -391,6 +470,7 @@ class WorldModel(nn.Module):
         huber_c: float = 0.03,
         undo_context_noise: bool = False,
         frame_index: torch.Tensor | None = None,
+        odometer_m: torch.Tensor | None = None,
         flow_target: torch.Tensor | None = None,
         flow_weight: torch.Tensor | None = None,
         predicted_warp_share: float = 0.0,
@@ -401,7 +481,8 @@ class WorldModel(nn.Module):
         """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
         weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``,
-        ``frame_index[B]`` the target's index in its episode (needed with a clock); ``noise`` from
+        ``frame_index[B]`` the target's index in its episode (needed with a clock), ``odometer_m[B]`` the
+        distance travelled at the last context frame (needed with an odometer); ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
         ``huber_c`` choose the error (``edm.training_loss``). A generator with a flow needs
@@ -436,7 +517,7 @@ class WorldModel(nn.Module):
         ref = noisy_ctx[:, -1] if undo_context_noise else last
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         index = self._frame_index(frame_index, b, device)
-        cond_args = (ctx_sigma, prompt, actions, context_mask, index)
+        cond_args = (ctx_sigma, prompt, actions, context_mask, index, self._odometer(odometer_m, b, device))
         ctx = self._context_channels(noisy_ctx)
         flow_loss, warped = None, None
         if cfg.flow_channels:
@@ -478,11 +559,14 @@ class WorldModel(nn.Module):
         noise: dict[str, torch.Tensor] | None = None,
         precision: str | None = None,
         frame_index: torch.Tensor | int | None = None,
+        odometer_m: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """Sample next frames ``uint8[B,H,W,3]`` from ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]``
         and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout).
         ``frame_index`` (``[B]`` or one for all) is the index in the episode of the frame made, 0 for
-        the reset frame; a generator with a clock needs it, others ignore it.
+        the reset frame; a generator with a clock needs it, others ignore it. ``odometer_m`` (the same)
+        is the distance the camera has travelled at the last context frame (``odometer_step``), 0 at
+        the reset frame; a generator with an odometer needs it, others ignore it.
         ``steps``, ``context_noise`` and ``precision`` default to the config's sampling settings.
 
         All randomness comes from ``generator``, or from ``noise`` (``draw_sampling_noise``) when the
@@ -507,7 +591,8 @@ class WorldModel(nn.Module):
         if sigma_c > 0:
             context = context + sigma_c * noise["context"].to(device)
         index = self._frame_index(frame_index, b, device)
-        cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index)
+        odometer = self._odometer(odometer_m, b, device)
+        cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index, odometer)
         ctx = self._context_channels(context)
         last = to_float(context_uint8[:, -1].to(device))
         shape = (b, 3, cfg.height, cfg.width)
@@ -618,13 +703,16 @@ class WorldModel(nn.Module):
         context_mask: torch.Tensor | None = None,
         noise: list[dict[str, torch.Tensor]] | None = None,
         frame_index: torch.Tensor | int | None = None,
+        odometer_m: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
         ``past_actions[B,K-1,A]`` are the actions between the context frames; ``context_mask[B,K]``
         marks padded context frames (False) as at the start of an episode; ``noise``, when the caller
         draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from);
-        ``frame_index`` the index of the first frame made (``predict_next``). Returns the
+        ``frame_index`` the index of the first frame made and ``odometer_m`` the distance at the last
+        context frame (``predict_next``; the rollout adds up the distance of each frame it makes, by
+        ``odometer_step``). Returns the
         ``T`` generated frames ``uint8[B,T,H,W,3]``.
         """
         device = next(self.parameters()).device
@@ -638,6 +726,7 @@ class WorldModel(nn.Module):
         )
         acts = torch.cat([past_actions.to(device).float(), future_actions.to(device).float()], dim=1)
         index = self._frame_index(frame_index, b, device)
+        odometer = self._odometer(odometer_m, b, device)
         frames = []
         for t in range(future_actions.shape[1]):
             draw = None if noise is None else noise[t]
@@ -650,7 +739,10 @@ class WorldModel(nn.Module):
                 generator=generator,
                 noise=draw,
                 frame_index=None if index is None else index + t,
+                odometer_m=odometer,
             )
+            if odometer is not None:
+                odometer = odometer + self.odometer_step(ctx[:, -1], nxt)
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             mask = torch.cat([mask[:, 1:], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
@@ -680,6 +772,7 @@ class WorldModel(nn.Module):
             steps=steps,
             generator=generator,
             frame_index=0,
+            odometer_m=0.0,
         )
         context = first[:, None].expand(b, k, *first.shape[1:]).clone()
         mask = torch.zeros(b, k, dtype=torch.bool, device=first.device)

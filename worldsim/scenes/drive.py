@@ -20,7 +20,7 @@ import numpy as np
 
 from worldsim.scenes import prompts
 from worldsim.scenes.base import CameraRig, Family, ObjectInfo, check_split, uniform
-from worldsim.scenes.colours import OBJECT_COLOURS
+from worldsim.scenes.colours import OBJECT_COLOURS, rgb_uint8
 from worldsim.scenes.mjcf import document
 from worldsim.scenes.prompts import Attribute, PromptError, check_range
 
@@ -238,6 +238,25 @@ def from_dict(d: dict) -> DriveSpec:
 
 # ---------------------------------------------------------------------------------------------
 # MJCF
+
+
+def road_markings(width: int, height: int) -> dict:
+    """The centre line's dashes as the following camera draws them in ``width`` x ``height`` frames:
+    the colours, the band of columns they run in, their period and length in rows and the road's
+    scale (``worldsim.model.odometry.OdometerConfig``'s fields). The camera looks straight down, so
+    the centre line (y = 0) is the middle column and the dashes scroll down the frame as the car
+    drives on."""
+    rig = CAMERAS[0]
+    px_per_m = height / (2 * rig.pos_m[2] * np.tan(np.radians(rig.fovy_deg) / 2))
+    half_band = MARK_HALF_WIDTH_M + 0.45  # the line and a margin either side of it
+    return {
+        "marking_rgb": list(rgb_uint8("marking")),
+        "ground_rgb": list(rgb_uint8("road")),
+        "columns": [round(width / 2 - half_band * px_per_m), round(width / 2 + half_band * px_per_m)],
+        "period_px": float(DASH_PERIOD_M * px_per_m),
+        "dash_px": float(DASH_M * px_per_m),
+        "px_per_m": float(px_per_m),
+    }
 
 
 def _visual_box(name: str, x0: float, x1: float, y: float, half_w: float, z: float, mat: str) -> str:

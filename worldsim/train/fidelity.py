@@ -62,7 +62,14 @@ def generate(
             else actions[lo : lo + batch]
         )
         frames = model.rollout(
-            ctx, past, torch.from_numpy(np.stack(fut)), [e.caption for e in part], steps, gen, frame_index=k
+            ctx,
+            past,
+            torch.from_numpy(np.stack(fut)),
+            [e.caption for e in part],
+            steps,
+            gen,
+            frame_index=k,
+            odometer_m=model.context_odometer(ctx),
         )
         out.append(frames.cpu().numpy())
     return np.concatenate(out)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset
 from worldsim.model.edm import LOSSES
+from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
 from worldsim.train.checkpoint import (
@@ -146,6 +147,8 @@ def build_model_config(
     cfg.family = dataset.family
     cfg.height, cfg.width = dataset.frame_shape[:2]
     cfg.vocab = PromptTokenizer.from_captions(sampler.flat.captions, cfg.prompt.max_tokens).vocab
+    if cfg.odometer and cfg.odometer_markings is None:
+        cfg.odometer_markings = odometer_markings(dataset.family, cfg.width, cfg.height)
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
         probe = sampler.sample(512, np.random.default_rng(12345))
         target = to_float(torch.from_numpy(probe.targets[:, 0]))
@@ -165,7 +168,7 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), the
 # U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
 # weights on the colours' moves (its last input channels) and how much of them it carries.
-ADDED_BY_FINE_TUNING = ("clock_in.", "flow_net.", "flow_carry")
+ADDED_BY_FINE_TUNING = ("clock_in.", "odometer_in.", "flow_net.", "flow_carry")
 STEM = "unet.stem.weight"
 FLOW_STEM = "flow_net.stem.weight"
 
@@ -249,6 +252,36 @@ def with_rigid_contexts(batch: Any, rows: int, dataset: Dataset) -> Any:
     return replace(batch, context=context, last_truth=not_made(batch, slice(0, rows), context))
 
 
+def odometer_markings(family: str, width: int, height: int) -> OdometerConfig:
+    """The road markings a generator's odometer reads in ``family``'s frames; a clear error for a
+    scene whose camera does not travel."""
+    if family != "drive":
+        raise ValueError(
+            f"model.odometer reads how far a following camera has travelled off the road's markings; "
+            f"{family!r} has a fixed camera (only drive's follows its car)"
+        )
+    from worldsim.scenes.drive import road_markings
+
+    return OdometerConfig(**road_markings(width, height))
+
+
+def flat_odometer(flat: Any, markings: OdometerConfig) -> np.ndarray:
+    """The distance travelled at every frame of every episode of a sampler's flat arrays,
+    ``float32[frames]`` (0 at each episode's first frame), as a generator's odometer counts it."""
+    out = np.zeros(len(flat.frames), np.float32)
+    for f0, t in zip(flat.frame_start, flat.steps, strict=True):
+        frames = torch.from_numpy(flat.frames[f0 : f0 + t + 1])
+        out[f0 : f0 + t + 1] = odometer_m(frames, markings).numpy()
+    return out
+
+
+def odometer_at(odometer: np.ndarray, flat: Any, episode: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``flat_odometer`` at frame ``t`` of each ``episode`` (0 where ``t`` is before the first frame:
+    a text-to-video row)."""
+    where = flat.frame_start[episode] + np.maximum(t, 0)
+    return np.where(t >= 0, odometer[where], 0.0).astype(np.float32)
+
+
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
     """The average frame of the dataset, ``uint8[H,W,3]``: the text-to-video starting point."""
     frames = sampler.flat.frames
@@ -257,7 +290,12 @@ def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarr
 
 
 def _slice(
-    batch: Any, lo: int, hi: int, flow_from: Dataset | None = None, rollout_target: str = "frame"
+    batch: Any,
+    lo: int,
+    hi: int,
+    flow_from: Dataset | None = None,
+    rollout_target: str = "frame",
+    odometer_m: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Rows ``lo:hi`` of a batch as tensors; with ``flow_from`` (the dataset, for its episodes' palettes)
     also the motion field a generator's flow learns (``worldsim.train.flow``). With
@@ -266,7 +304,8 @@ def _slice(
     and are marked to teach the flow only (``frame_rows``); ``frame_scale`` (the batch's rows over
     the rows that keep their frame, counted over the whole global batch) makes each slice's frame
     loss a share of the mean over every kept row, so data-parallel ranks average to what one process
-    computes."""
+    computes. ``odometer_m`` (float32[B], ``odometer_at``): each row's distance travelled at its last
+    context frame, for a generator with an odometer."""
     flow = {}
     if flow_from is not None:
         real = batch.context_mask[lo:hi, -1]  # text-to-video rows have no motion to learn
@@ -291,6 +330,7 @@ def _slice(
         "terminated": torch.from_numpy(batch.terminated[lo:hi, 0]),
         "has_transition": torch.from_numpy(batch.context_mask[lo:hi, -1]),
         "frame_index": torch.from_numpy(batch.t[lo:hi] + 1),
+        **({} if odometer_m is None else {"odometer_m": torch.from_numpy(odometer_m[lo:hi])}),
     }
 
 
@@ -321,6 +361,7 @@ def compute_losses(
         huber_c=huber_c,
         undo_context_noise=undo_context_noise,
         frame_index=b["frame_index"].to(device),
+        odometer_m=b["odometer_m"].to(device) if "odometer_m" in b else None,
         flow_target=b.get("flow_target"),
         flow_weight=b.get("flow_weight"),
         predicted_warp_share=predicted_warp_share,
@@ -422,6 +463,10 @@ def train(run: RunConfig) -> Path:
                     "(add one with model.flow_channels)"
                 )
             model_cfg.flow_motion = True  # and hand the flow the moves
+            model_cfg.flow_carry_fixed = run.model.flow_carry_fixed  # learned from zero, or fixed
+        if run.model.odometer and not model_cfg.odometer:
+            model_cfg.odometer = True  # fine-tuning may add an odometer (its input starts at zero)
+            model_cfg.odometer_markings = odometer_markings(dataset.family, model_cfg.width, model_cfg.height)
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         # The noise levels training draws are a training setting, not the architecture: the run's own.
@@ -433,6 +478,11 @@ def train(run: RunConfig) -> Path:
                 )
             setattr(model_cfg.edm, name, now)
     context = model_cfg.context if model_cfg is not None else run.model.context
+    if (model_cfg or run.model).odometer and cfg.rollout_share > 0:
+        raise ValueError(
+            "train.rollout_share rolls the generator out inside training, which does not yet keep an "
+            "odometer's distance (model.odometer): set train.rollout_share=0"
+        )
     if not (model_cfg or run.model).flow_channels:  # settings that only a flow gives a meaning
         for name, asked in (
             ("predicted_warp_share", cfg.predicted_warp_share > 0),
@@ -519,6 +569,7 @@ def train(run: RunConfig) -> Path:
     empty_frame = model.empty_frame.cpu().numpy()
     n_rolled = rolled_rows(cfg)
     n_rigid = rigid_rows(cfg)
+    odometer = flat_odometer(sampler.flat, model_cfg.odometer_markings) if model_cfg.odometer else None
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
@@ -539,7 +590,14 @@ def train(run: RunConfig) -> Path:
         noise = {k: v[lo:hi] for k, v in noise.items()}
         losses = compute_losses(
             model,
-            _slice(batch, lo, hi, dataset if model_cfg.flow_channels else None, cfg.rollout_target),
+            _slice(
+                batch,
+                lo,
+                hi,
+                dataset if model_cfg.flow_channels else None,
+                cfg.rollout_target,
+                None if odometer is None else odometer_at(odometer, sampler.flat, batch.episode, batch.t),
+            ),
             noise,
             cfg.frame_loss,
             cfg.huber_c,
@@ -680,7 +738,12 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
     from worldsim.train.fidelity import rollout_errors
 
     errs = rollout_errors(model, val, range(min(episodes, len(val))), horizon)
-    windows = WindowSampler(val, model.cfg.context, pad_start=False).sample(64, np.random.default_rng(5))
+    sampler = WindowSampler(val, model.cfg.context, pad_start=False)
+    windows = sampler.sample(64, np.random.default_rng(5))
+    odometer = None
+    if model.cfg.odometer:
+        odometer = flat_odometer(sampler.flat, model.cfg.odometer_markings)
+        odometer = torch.from_numpy(odometer_at(odometer, sampler.flat, windows.episode, windows.t))
     with torch.no_grad():
         prompt = model.encode_prompts(windows.captions)
         pred = model.predict_next(
@@ -690,6 +753,7 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
             context_noise=0.0,
             generator=torch.Generator().manual_seed(0),
             frame_index=torch.from_numpy(windows.t + 1),
+            odometer_m=odometer,
         )
     target = windows.targets[:, 0].astype(np.int16)
     return {
