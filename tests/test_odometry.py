@@ -130,13 +130,34 @@ def test_a_generator_told_the_distance_starts_as_it_was_and_its_rollout_counts_i
         return real_predict(*a, **kw)
 
     def spy_step(before, after):
-        calls.append(1)
+        calls.append((before.clone(), after.clone()))
         return real_step(before, after) + 0.5  # as if the frames made scrolled half a metre each
 
     model.predict_next, model.odometer_step = spy_predict, spy_step
-    model.rollout(ctx, acts[:, :1], torch.zeros(1, 3, 2), captions, frame_index=2, odometer_m=10.0)
-    assert len(calls) == 3 and told == pytest.approx([10.0, 10.5, 11.0], abs=1e-3)
+    made = model.rollout(ctx, acts[:, :1], torch.zeros(1, 3, 2), captions, frame_index=2, odometer_m=10.0)
+    assert told == pytest.approx([10.0, 10.5, 11.0], abs=1e-3)
+    # each step is counted from the frame before it to the frame made
+    assert [(b.tolist(), a.tolist()) for b, a in calls] == [
+        (ctx[:, -1].tolist(), made[:, 0].tolist()),
+        (made[:, 0].tolist(), made[:, 1].tolist()),
+        (made[:, 1].tolist(), made[:, 2].tolist()),
+    ]
     plain, _ = _tiny_drive_model()
     assert float(plain.odometer_step(ctx[:, 0], ctx[:, 1])) == 0.0  # no odometer: nothing counted
     with pytest.raises(ValueError, match="odometer_markings"):
         _tiny_drive_model(odometer=True)
+
+
+def test_training_reads_each_episodes_distance_from_its_own_first_frame():
+    """``flat_odometer`` starts every episode of the flat arrays at zero, and ``odometer_at`` gives a
+    text-to-video row (t = -1) zero."""
+    from types import SimpleNamespace
+
+    from worldsim.train.loop import flat_odometer, odometer_at
+
+    frames = np.stack([_road(0), _road(4), _road(9), _road(20), _road(23)])  # episodes of 2 and 1 steps
+    flat = SimpleNamespace(frames=frames, frame_start=np.array([0, 3]), steps=np.array([2, 1]))
+    got = flat_odometer(flat, MARKINGS) * MARKINGS.px_per_m
+    assert got == pytest.approx([0, 4, 9, 0, 3], abs=0.3)  # the drawn dashes round to whole rows
+    at = odometer_at(flat_odometer(flat, MARKINGS), flat, np.array([0, 1, 1]), np.array([2, 1, -1]))
+    assert at * MARKINGS.px_per_m == pytest.approx([9, 3, 0], abs=0.3)

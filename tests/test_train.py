@@ -450,6 +450,14 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     untold.model.flow_motion = True
     with pytest.raises(ValueError, match="has no flow"):
         train(untold)
+    refixed = tiny_run(tiny_data, tmp_path / "refixed", steps=1, init=str(told_ckpt.path))
+    refixed.model.flow_carry_fixed = 1.0  # its carry is learned: fine-tuning keeps it
+    with pytest.raises(ValueError, match="keeps it"):
+        train(refixed)
+    unmoved = tiny_run(tiny_data, tmp_path / "unmoved", steps=1, init=str(flowing.path))
+    unmoved.model.flow_carry_fixed = 1.0  # a carry of moves it is not told
+    with pytest.raises(ValueError, match="flow_motion"):
+        train(unmoved)
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,16 @@ and the clock place that moment 26 frames off on average, README "What Drive's 3
 A rollout can keep the distance itself, as it keeps the clock: the centre line's dashes repeat every
 ``period_px`` rows and scroll down the frame as the car drives on, so the change of their phase
 between two frames is the distance driven in that step (under half a period a step: Drive's fastest
-car moves 6.4 px a step against a 48 px period). Phases are read from the dashes' edges, each a
-whole row in frames without multisampling, so the error is the rounding of one frame, not a sum:
-on MuJoCo's Drive frames the odometer stays within 0.10 m (half a pixel) of the car's true travel
-over 300 frames in each of 40 held-out episodes (0.28 m in the faster out-of-distribution ones;
-tested on one). An edge next to anything but road (a car or the pedestrian on the centre line)
-is not read; a step into or out of a frame with no edge to read counts as no move.
+car moves 6.4 px a step against a 48 px period).
+Phases are read from the dashes' edges. Each pixel of the band is read as a blend of road and marking
+(a generator draws a dash's ends in between; read as exact colours, 43 % of the frames the shipped
+Drive generator makes had no edge to read), and a row holding anything else (a car or the pedestrian
+on the centre line) is not read. On MuJoCo's frames, whose edges are whole rows, the error is the
+rounding of one frame, not a sum: within 0.10 m (half a pixel) of the car's true travel over 300
+frames in each of 40 held-out episodes (0.28 m in the faster out-of-distribution ones; tested on one).
+On 16 rollouts of 30 steps by the shipped Drive generator, 99 % of its frames are read, and it reads
+14.3 m where MuJoCo's car drove 15.4 m (its road scrolling slower, or read short: not measured apart).
+A step into or out of a frame with no edge to read counts as no move.
 
 Tensors only (the scene's colours and geometry come in an ``OdometerConfig``): any frames can be read.
 """
@@ -20,7 +24,7 @@ Tensors only (the scene's colours and geometry come in an ``OdometerConfig``): a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -29,13 +33,13 @@ import torch
 class OdometerConfig:
     """Where the markings are in the frame and how they repeat (a scene's road, in its pixels)."""
 
-    marking_rgb: list[int] = field(default_factory=lambda: [247, 247, 247])
-    ground_rgb: list[int] = field(default_factory=lambda: [64, 64, 69])  # what surrounds them
-    columns: list[int] = field(default_factory=lambda: [29, 35])  # [lo, hi): the band the dashes run in
-    period_px: float = 48.30  # rows from one dash's top to the next one's
-    dash_px: float = 16.10  # rows a dash covers
-    px_per_m: float = 5.367  # the road's scale in the frame, so the odometer reads metres
-    tolerance: int = 6  # a pixel is a colour when its channels differ from it by this much in all
+    marking_rgb: list[int]  # the dashes' colour
+    ground_rgb: list[int]  # the road's, around them
+    columns: list[int]  # [lo, hi): the band of columns the dashes run in
+    period_px: float  # rows from one dash's top to the next one's
+    dash_px: float  # rows a dash covers
+    px_per_m: float  # the road's scale in the frame, so the odometer reads metres
+    tolerance: int = 24  # a pixel is road, marking or a blend of them within this many levels a channel
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,13 +54,15 @@ def marking_phase(frames_uint8: torch.Tensor, cfg: OdometerConfig) -> tuple[torc
             f"an odometer reads frames uint8[..., H, W, 3], got {frames_uint8.dtype} {tuple(frames_uint8.shape)}"
         )
     lo, hi = cfg.columns
-    band = frames_uint8[..., lo:hi, :]  # [..., H, C, 3]
-    ref = torch.tensor(cfg.marking_rgb, dtype=torch.int16, device=band.device)
-    marking_px = (band.to(torch.int16) - ref).abs().max(-1).values <= cfg.tolerance  # [..., H, C]
-    ground_ref = torch.tensor(cfg.ground_rgb, dtype=torch.int16, device=band.device)
-    ground_px = (band.to(torch.int16) - ground_ref).abs().max(-1).values <= cfg.tolerance
-    dash = marking_px.any(-1)  # [..., H]: a row of the band holds a dash
-    clear = (marking_px | ground_px).all(-1)  # the row holds road and marking only
+    band = frames_uint8[..., lo:hi, :].float()  # [..., H, C, 3]
+    ground = torch.tensor(cfg.ground_rgb, dtype=torch.float32, device=band.device)
+    line = torch.tensor(cfg.marking_rgb, dtype=torch.float32, device=band.device) - ground
+    # Each pixel as a blend of road and marking (a generator draws a dash's ends in between): its
+    # share of marking, and how far it is from any such blend (a car or the pedestrian is far).
+    share = ((band - ground) @ line / (line @ line)).clamp(0.0, 1.0)  # [..., H, C]
+    off = (band - ground - share[..., None] * line).abs().amax(-1)
+    dash = share.amax(-1) > 0.5  # [..., H]: a row of the band holds a dash
+    clear = (off <= cfg.tolerance).all(-1)  # the row holds road, marking and their blends only
     above, below = dash[..., :-1], dash[..., 1:]
     readable = clear[..., :-1] & clear[..., 1:]
     rows = torch.arange(1, dash.shape[-1], device=dash.device, dtype=torch.float32)

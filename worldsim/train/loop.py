@@ -464,9 +464,23 @@ def train(run: RunConfig) -> Path:
                 )
             model_cfg.flow_motion = True  # and hand the flow the moves
             model_cfg.flow_carry_fixed = run.model.flow_carry_fixed  # learned from zero, or fixed
+        elif run.model.flow_carry_fixed not in (None, model_cfg.flow_carry_fixed):
+            if not model_cfg.flow_motion:
+                raise ValueError(
+                    "model.flow_carry_fixed fixes the carry of a flow told the moves: add model.flow_motion=true"
+                )
+            was = (
+                "learned" if model_cfg.flow_carry_fixed is None else f"fixed at {model_cfg.flow_carry_fixed}"
+            )
+            raise ValueError(
+                f"{cfg.init}'s flow reads the moves with a carry {was}; fine-tuning keeps it "
+                f"(model.flow_carry_fixed={run.model.flow_carry_fixed} asks for another)"
+            )
         if run.model.odometer and not model_cfg.odometer:
             model_cfg.odometer = True  # fine-tuning may add an odometer (its input starts at zero)
-            model_cfg.odometer_markings = odometer_markings(dataset.family, model_cfg.width, model_cfg.height)
+            model_cfg.odometer_markings = run.model.odometer_markings or odometer_markings(
+                dataset.family, model_cfg.width, model_cfg.height
+            )
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         # The noise levels training draws are a training setting, not the architecture: the run's own.
