@@ -195,6 +195,35 @@ def test_a_generator_with_a_clock_is_told_each_world_s_frame_index(balls_model, 
     vec.close()
 
 
+def test_a_generator_with_an_odometer_is_told_each_world_s_distance(monkeypatch):
+    """Each world starts at distance 0, adds what ``odometer_step`` reads between the frame before
+    and the frame made, and starts again from 0 when it restarts."""
+    from worldsim.model.odometry import OdometerConfig
+    from worldsim.scenes.drive import road_markings
+
+    base = random_generator("drive")
+    markings = OdometerConfig(**road_markings(64, 64))
+    cfg = {**base.cfg.to_dict(), "odometer": True, "odometer_markings": markings.to_dict()}
+    model = WorldModel(WorldModelConfig.from_dict(cfg))
+    model.load_state_dict(base.state_dict(), strict=False)
+    told, real = [], model.predict_next
+
+    def spy(*args, odometer_m=None, **kwargs):
+        told.append(np.round(torch.as_tensor(odometer_m).tolist(), 3).tolist())
+        return real(*args, odometer_m=odometer_m, **kwargs)
+
+    steps = iter([torch.tensor([0.5, 1.0]), torch.tensor([0.25, 0.25])])
+    monkeypatch.setattr(model, "predict_next", spy)
+    monkeypatch.setattr(model, "odometer_step", lambda before, after: next(steps))
+    vec = DreamVectorEnv("drive", num_envs=2, model=model.eval(), horizon=2)
+    vec.reset(seed=0)
+    for _ in range(3):
+        vec.step(np.zeros((2, 2), np.float32))
+    assert told == [[0.0, 0.0], [0.5, 1.0]]  # the third step restarts both worlds from a real frame
+    assert vec._odometer.tolist() == [0.0, 0.0]
+    vec.close()
+
+
 def test_ppo_runs_in_a_dream_env(balls_model):
     from stable_baselines3 import PPO
 
