@@ -161,3 +161,40 @@ def test_training_reads_each_episodes_distance_from_its_own_first_frame():
     assert got == pytest.approx([0, 4, 9, 0, 3], abs=0.3)  # the drawn dashes round to whole rows
     at = odometer_at(flat_odometer(flat, MARKINGS), flat, np.array([0, 1, 1]), np.array([2, 1, -1]))
     assert at * MARKINGS.px_per_m == pytest.approx([9, 3, 0], abs=0.3)
+
+
+def test_the_windows_where_the_pedestrian_comes_into_view_are_found():
+    """``entering_windows`` gives the window whose target is the first frame showing the pedestrian
+    (its last context frame does not), for a world where it comes into view a few steps in."""
+    from types import SimpleNamespace
+
+    from worldsim.metrics.objects import extract_objects, palette_for
+    from worldsim.physics import make_simulator
+    from worldsim.scenes.drive import parse
+    from worldsim.train.loop import entering_windows
+
+    spec = parse(
+        "red ego car, lane 0.00, speed 8.00 m/s; magenta pedestrian, x 16.00 m, start 9.00 s, "
+        "speed 1.40 m/s, side 1.00; road, friction 0.90"
+    )
+    sim = make_simulator("drive", "mujoco", 64, 64)
+    sim.reset(spec)
+    frames = [sim.render()]
+    for _ in range(20):
+        sim.step(np.array([0.0, 0.3], np.float32))
+        frames.append(sim.render())
+    sim.close()
+    frames = np.stack(frames)
+    seen = extract_objects(frames, palette_for(spec)).visible[:, 1]
+    first = int(np.flatnonzero(seen)[0])
+    assert 2 < first < 15 and seen[first:].all()
+
+    class OneEpisode:
+        def __len__(self) -> int:
+            return 1
+
+        def episode(self, i: int) -> SimpleNamespace:
+            return SimpleNamespace(frames=frames, spec=spec)
+
+    got_episodes, got_t = entering_windows(OneEpisode())
+    assert got_episodes.tolist() == [0] and got_t.tolist() == [first - 1]

@@ -479,6 +479,8 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         {"rigid_context_share": 0.5},  # no flow to make contexts as
         {"rigid_context_share": 1.2},
         {"rigid_context_share": 0.5, "rollout_share": 0.75},  # more rows than a batch holds
+        {"entering_share": 1.5},
+        {"entering_share": 0.5, "rollout_share": 0.75},  # more rows than a batch holds
     ],
 )
 def test_settings_that_would_fail_late_or_do_nothing_are_refused(tiny_data, tmp_path, bad):

@@ -80,6 +80,8 @@ class TrainConfig:
     rollout_target: str = "frame"  # what a rolled-out row teaches: "frame", MuJoCo's next frame (a
     # flow's move: the jump back to MuJoCo's position); "motion" (a flow only), MuJoCo's move over the
     # step from where the model's frame has each object, with no frame loss on the row (README)
+    entering_share: float = 0.0  # share of each batch drawn from the windows where an object comes into
+    # view: the target shows it, the last context frame does not (Drive's pedestrian: 0.2 % of windows)
     rigid_context_share: float = 0.0  # with a flow: share of rows whose context is remade as the flow
     # makes frames, objects moved whole by whole pixels (train.flow.rigid_context)
     init: str | None = None  # a checkpoint to start from (fine-tuning); its architecture is kept,
@@ -583,12 +585,21 @@ def train(run: RunConfig) -> Path:
     empty_frame = model.empty_frame.cpu().numpy()
     n_rolled = rolled_rows(cfg)
     n_rigid = rigid_rows(cfg)
+    n_entering = entering_rows(cfg)
+    entering = entering_windows(dataset) if n_entering else None
+    if entering is not None and len(entering[0]) == 0:
+        raise ValueError(
+            f"train.entering_share={cfg.entering_share}, but nothing comes into view in {cfg.data}"
+        )
     odometer = flat_odometer(sampler.flat, model_cfg.odometer_markings) if model_cfg.odometer else None
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
     while step < cfg.steps:
-        batch = sampler.sample(cfg.batch_size - n_rolled, batch_rng)
+        batch = sampler.sample(cfg.batch_size - n_rolled - n_entering, batch_rng)
+        if n_entering:
+            pick = batch_rng.integers(0, len(entering[0]), n_entering)
+            batch = concat_batches(batch, sampler.gather(entering[0][pick], entering[1][pick]))
         if n_rolled:
             batch = concat_batches(
                 batch, own_rollouts(ema, rollout_samplers, cfg, rank, world, batch_rng, noise_gen)
@@ -687,10 +698,12 @@ def check_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"train.rollout_share must be in [0, 1], got {cfg.rollout_share}")
     if not 0.0 <= cfg.rigid_context_share <= 1.0:
         raise ValueError(f"train.rigid_context_share must be in [0, 1], got {cfg.rigid_context_share}")
-    if rigid_rows(cfg) + rolled_rows(cfg) > cfg.batch_size:
+    if not 0.0 <= cfg.entering_share <= 1.0:
+        raise ValueError(f"train.entering_share must be in [0, 1], got {cfg.entering_share}")
+    if rigid_rows(cfg) + rolled_rows(cfg) + entering_rows(cfg) > cfg.batch_size:
         raise ValueError(
-            f"train.rigid_context_share and rollout_share ask for {rigid_rows(cfg)} + {rolled_rows(cfg)} "
-            f"rows of a batch of {cfg.batch_size}"
+            f"train.rigid_context_share, rollout_share and entering_share ask for {rigid_rows(cfg)} + "
+            f"{rolled_rows(cfg)} + {entering_rows(cfg)} rows of a batch of {cfg.batch_size}"
         )
     if cfg.rollout_share > 0 and (cfg.rollout_steps < 1 or rolled_rows(cfg) == 0):
         raise ValueError(
@@ -703,6 +716,26 @@ def check_settings(cfg: TrainConfig) -> None:
 def rolled_rows(cfg: TrainConfig) -> int:
     """How many rows of each global batch continue from the model's own rollout."""
     return round(cfg.rollout_share * cfg.batch_size)
+
+
+def entering_rows(cfg: TrainConfig) -> int:
+    """How many rows of each global batch are windows where an object comes into view."""
+    return round(cfg.entering_share * cfg.batch_size)
+
+
+def entering_windows(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(episode, t)`` of every window whose target (frame ``t + 1``) shows an object, found by its
+    colour, that its last context frame (``t``) does not: the moment something enters the view,
+    which a model that rarely sees it never learns to draw (README, "The odometer")."""
+    from worldsim.metrics.objects import extract_objects, palette_for
+
+    episodes, ts = [], []
+    for i in range(len(dataset)):
+        e = dataset.episode(i)
+        seen = extract_objects(e.frames, palette_for(e.spec)).visible  # [T+1, N]
+        t = np.flatnonzero((seen[1:] & ~seen[:-1]).any(1))
+        episodes.append(np.full(len(t), i)), ts.append(t)
+    return np.concatenate(episodes).astype(np.int64), np.concatenate(ts).astype(np.int64)
 
 
 def rigid_rows(cfg: TrainConfig) -> int:
