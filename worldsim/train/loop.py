@@ -726,7 +726,7 @@ def entering_rows(cfg: TrainConfig) -> int:
 def entering_windows(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(episode, t)`` of every window whose target (frame ``t + 1``) shows an object, found by its
     colour, that its last context frame (``t``) does not: the moment something enters the view,
-    which a model that rarely sees it never learns to draw (README, "The odometer")."""
+    which a model that rarely sees it never learns to draw (README, "The odometer on Drive")."""
     from worldsim.metrics.objects import extract_objects, palette_for
 
     episodes, ts = [], []
