@@ -37,7 +37,11 @@ def teacher_forced(model, episodes: list[Episode], horizon: int, seed: int = 0) 
     for h in range(horizon):
         context = torch.from_numpy(np.stack([e.frames[h : h + k] for e in episodes]))
         actions = torch.from_numpy(np.stack([e.actions[h : h + k] for e in episodes]))
-        odometer = model.context_odometer(torch.from_numpy(np.stack([e.frames[: h + k] for e in episodes])))
+        odometer = None  # the distance at the last context frame, read from each episode's first frame
+        if model.cfg.odometer:
+            odometer = model.context_odometer(
+                torch.from_numpy(np.stack([e.frames[: h + k] for e in episodes]))
+            )
         out.append(
             model.predict_next(
                 context, actions, prompt, generator=gen, frame_index=h + k, odometer_m=odometer

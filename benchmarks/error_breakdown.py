@@ -46,7 +46,8 @@ def per_object(errors: list[CentroidErrors]) -> dict[str, dict[str, float]]:
             row["ghost"] += int(ce.ghost[:, j].sum())
             row["episodes_vanished"] += int(ce.vanished[:, j].any())
     for row in out.values():
-        row["found_error_px"] = row.pop("error_sum_px") / max(row["found"], 1)
+        total = row.pop("error_sum_px")
+        row["found_error_px"] = total / row["found"] if row["found"] else None  # never found: no error
     return out
 
 
@@ -124,7 +125,7 @@ def main(argv: list[str]) -> None:
     for s in errors:
         print(f"{s}: mean {result['mean_px'][s]:.3f} px")
         for name, row in result["objects"][s].items():
-            print(f"  {name}: {json.dumps({key: round(v, 3) for key, v in row.items()})}")
+            print(f"  {name}: {json.dumps({key: v if v is None else round(v, 3) for key, v in row.items()})}")
         print(f"  agent by step: {np.round(result['agent_by_step_px'][s][::STEP_STRIDE], 2).tolist()}")
     if result.get("pedestrian_entering"):
         print("pedestrian entering:", json.dumps(result["pedestrian_entering"]))
