@@ -75,3 +75,33 @@ def test_compounding_motion_by_speed_separates_truth_from_a_frozen_video(monkeyp
     for band, v in compounding.motion_by_speed(eps, frozen, k, rolled=True).items():
         if v["object_steps"] and band in moving:  # a video that stands still stalls every ball
             assert v["speed_ratio"] == 0.0 and v["still_share"] == 1.0
+
+
+def test_error_breakdown_counts_each_object_found_missed_and_drawn_from_nothing(monkeypatch):
+    """A ball drawn a pixel off, one MuJoCo shows and the other video misses, and one only the other
+    video shows: found with its error, vanished and ghost object-steps, and no error for an object
+    never found in both."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from error_breakdown import agent_curve, per_object
+
+    from worldsim.metrics.objects import Palette, centroid_errors
+    from worldsim.scenes.colours import rgb_uint8
+
+    pal = Palette.build([("a", 1, ["red"]), ("b", 2, ["blue"]), ("c", 3, ["green"])], ["backdrop"])
+    truth = np.zeros((3, 32, 32, 3), np.uint8)
+    truth[:] = rgb_uint8("backdrop")
+    other = truth.copy()
+    truth[:, 4:8, 4:8], other[:, 4:8, 5:9] = rgb_uint8("red"), rgb_uint8("red")  # a: 1 px off
+    truth[:2, 20:24, 20:24] = rgb_uint8("blue")  # b: MuJoCo shows it twice, the other never
+    other[2, 10:14, 20:24] = rgb_uint8("green")  # c: drawn once where MuJoCo has nothing
+    rows = per_object([centroid_errors(truth, other, pal)])
+    assert rows["a"]["found"] == 3 and rows["a"]["found_error_px"] == 1.0
+    assert rows["b"] == {
+        "found": 0,
+        "vanished": 2,
+        "ghost": 0,
+        "episodes_vanished": 1,
+        "found_error_px": None,
+    }
+    assert rows["c"]["ghost"] == 1 and rows["c"]["found_error_px"] is None
+    assert agent_curve([centroid_errors(truth, other, pal)]) == [1.0, 1.0, 1.0]
