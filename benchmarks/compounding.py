@@ -25,6 +25,7 @@ import torch
 from worldsim.checkpoints import load_world_model
 from worldsim.evaluate import Episode, generate, make_episodes
 from worldsim.metrics.objects import extract_objects, palette_for
+from worldsim.scenes import script_of
 
 
 @torch.no_grad()
@@ -44,7 +45,13 @@ def teacher_forced(model, episodes: list[Episode], horizon: int, seed: int = 0) 
             )
         out.append(
             model.predict_next(
-                context, actions, prompt, generator=gen, frame_index=h + k, odometer_m=odometer
+                context,
+                actions,
+                prompt,
+                generator=gen,
+                frame_index=h + k,
+                odometer_m=odometer,
+                scripts=[script_of(e.spec) for e in episodes],
             ).numpy()
         )
     return np.stack(out, axis=1)

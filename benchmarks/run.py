@@ -79,17 +79,22 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     model of the default architecture (same cost) when none ships yet."""
     import torch
 
+    from worldsim.scenes import sample, script_of
+
     model, source = bench_model(family)
     cfg = model.cfg
     ctx = torch.from_numpy(truth_contexts(family, worlds, cfg.context))
     actions = torch.zeros(worlds, cfg.context, cfg.action_dim)
     prompt = model.encode_prompts(["balls: red agent ball"] * worlds)
+    # the agents prompts script (a generator with a script map draws them; others ignore them)
+    scripts = [script_of(sample(family, np.random.default_rng(i))) for i in range(worlds)]
+    step = {"frame_index": cfg.context, "odometer_m": 0.0, "scripts": scripts}
     out = {"worlds": worlds, "model": source, "threads": torch.get_num_threads(), "frames_per_s": {}}
     for n in (1, 2, 3):
-        model.predict_next(ctx, actions, prompt, steps=n, frame_index=cfg.context, odometer_m=0.0)
+        model.predict_next(ctx, actions, prompt, steps=n, **step)
         start = time.perf_counter()
         for _ in range(steps):
-            model.predict_next(ctx, actions, prompt, steps=n, frame_index=cfg.context, odometer_m=0.0)
+            model.predict_next(ctx, actions, prompt, steps=n, **step)
         out["frames_per_s"][f"{n}_steps"] = round(worlds * steps / (time.perf_counter() - start), 1)
     out["sampling_steps_default"] = cfg.sampling_steps
     out["sampling_precision"] = cfg.sampling_precision

@@ -16,7 +16,7 @@ from envs.dream import DreamEnv, DreamVectorEnv
 from worldsim.model import WorldModel, WorldModelConfig
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.unet import UNetConfig
-from worldsim.scenes import PromptError, caption, sample
+from worldsim.scenes import PromptError, caption, sample, script_of
 from worldsim.train.checkpoint import CheckpointError
 
 DREAM_IDS = {
@@ -221,6 +221,37 @@ def test_a_generator_with_an_odometer_is_told_each_world_s_distance(monkeypatch)
         vec.step(np.zeros((2, 2), np.float32))
     assert told == [[0.0, 0.0], [0.5, 1.0]]  # the third step restarts both worlds from a real frame
     assert vec._odometer.tolist() == [0.0, 0.0]
+    vec.close()
+
+
+def test_a_generator_with_a_script_map_is_given_each_world_s_script(monkeypatch):
+    """Each world's prompt scripts its own agents: the Dream env hands the generator each live
+    world's script (the one its spec makes), at the start and at every step."""
+    from worldsim.model.odometry import OdometerConfig
+    from worldsim.scenes import script_map_camera
+    from worldsim.scenes.drive import road_markings
+
+    base = random_generator("drive")
+    cfg = {
+        **base.cfg.to_dict(),
+        "odometer": True,
+        "odometer_markings": OdometerConfig(**road_markings(64, 64)).to_dict(),
+        "script_map": True,
+        "script_map_camera": script_map_camera("drive", 64, 64),
+    }
+    model = WorldModel(WorldModelConfig.from_dict(cfg)).eval()
+    told, real = [], model.predict_next
+
+    def spy(*args, scripts=None, **kwargs):
+        told.append([s(3.0) for s in scripts])
+        return real(*args, scripts=scripts, **kwargs)
+
+    monkeypatch.setattr(model, "predict_next", spy)
+    vec = DreamVectorEnv("drive", num_envs=2, model=model, horizon=4)
+    vec.reset(seed=0)
+    vec.step(np.zeros((2, 2), np.float32))
+    expected = [script_of(spec)(3.0) for spec in vec.scenes]
+    assert told == [expected] and any(expected)  # one world at least has an agent to draw
     vec.close()
 
 

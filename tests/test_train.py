@@ -384,6 +384,42 @@ def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
         train(rolled)
 
 
+def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_data, tmp_path):
+    """A script map joins the U-Net's input last, with zero weights (the generator starts as the
+    function it was); it needs an odometer (Drive's camera travels) and a
+    scene that scripts agents (Balls scripts none)."""
+    drive = collect(
+        "drive", episodes=2, out=tmp_path / "drive", num_envs=2, seed=1, max_steps=24, progress=False
+    )
+    run = tiny_run(drive, tmp_path / "first", steps=2)
+    run.model.odometer = True
+    first = load_checkpoint(train(run))
+    run = tiny_run(drive, tmp_path / "mapped", steps=3, init=str(first.path))
+    run.model.script_map = True
+    mapped = load_checkpoint(train(run))
+    assert mapped.config["script_map"] and mapped.config["script_map_camera"]["follows"]
+    stem, was = mapped.state_dict["unet.stem.weight"], first.state_dict["unet.stem.weight"]
+    cells = stem.shape[1] - was.shape[1]
+    assert cells == 4 * 2 * 2  # the map's 4 channels, unshuffled 2x, join the input last
+    # (no scripted agent comes into view in these 24-step episodes: that the weights learn from a map
+    # with something on it is tests/test_script_map.py's)
+    model = WorldModel(WorldModelConfig.from_dict(mapped.config))
+    load_init(first, model)
+    assert not model.unet.stem.weight[:, -cells:].any()  # and started at zero
+    flowing = tiny_run(drive, tmp_path / "flowing", steps=1, init=str(mapped.path))
+    flowing.model.flow_channels = [8, 8]
+    with pytest.raises(ValueError, match="script map"):
+        train(flowing)
+    plain = tiny_run(drive, tmp_path / "plain", steps=1)
+    plain.model.script_map = True
+    with pytest.raises(ValueError, match="odometer"):
+        train(plain)
+    balls = tiny_run(tiny_data, tmp_path / "balls", steps=1)
+    balls.model.script_map = True
+    with pytest.raises(ValueError, match="scripts none"):
+        train(balls)
+
+
 def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_data, tmp_path):
     first = train(tiny_run(tiny_data, tmp_path / "first", steps=3))
     run = tiny_run(tiny_data, tmp_path / "flowing", steps=4, init=str(first), motion_share=1.0)

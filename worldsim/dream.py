@@ -19,6 +19,7 @@ import torch
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for
 from worldsim.model.world_model import WorldModel
 from worldsim.physics import make_simulator
+from worldsim.scenes import script_of
 
 
 class Policy(Protocol):
@@ -72,7 +73,9 @@ def dream(
         mask = torch.zeros(1, k, dtype=torch.bool)
         mask[:, -1] = True
     else:
-        ctx, mask = model.first_frames([caption], steps=sampling_steps, generator=gen)
+        ctx, mask = model.first_frames(
+            [caption], steps=sampling_steps, generator=gen, scripts=[script_of(spec)]
+        )
     ctx, mask = ctx.to(device), mask.to(device)
     prompt = model.encode_prompts([caption])
     generated = [ctx[0, -1].cpu().numpy()]
@@ -81,6 +84,7 @@ def dream(
         policy.reset(sim.state())
     taken = []
     odometer = torch.zeros(1, device=device)  # the start is an episode's first frame
+    scripts = [script_of(spec)]
     for t in range(steps):
         a = np.clip(policy.act(sim.state()) if policy is not None else actions[t], -1.0, 1.0).astype(
             np.float32
@@ -96,6 +100,7 @@ def dream(
             generator=gen,
             frame_index=t + 1,
             odometer_m=odometer,
+            scripts=scripts,
         )
         odometer = odometer + model.odometer_step(ctx[:, -1], nxt)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)

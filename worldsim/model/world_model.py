@@ -41,6 +41,7 @@ Design choices, each measured on Balls (see the README):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -52,6 +53,7 @@ from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
+from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
 from worldsim.model.warp import warp
 
@@ -84,6 +86,8 @@ class WorldModelConfig:
     flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
     odometer: bool = False  # told the distance the camera has travelled, read off the road's markings
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
+    script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
+    script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -107,6 +111,7 @@ class WorldModelConfig:
             "edm": EDMConfig,
             "heads": HeadsConfig,
             "odometer_markings": OdometerConfig,
+            "script_map_camera": ScriptMapConfig,
         }
         for key, cls in sub.items():
             if key in d and isinstance(d[key], dict):
@@ -229,8 +234,14 @@ class WorldModel(nn.Module):
         self.tokenizer = PromptTokenizer(cfg.vocab, cfg.prompt.max_tokens)
         cfg.prompt.vocab_size = len(cfg.vocab)
         context_channels = 3 * cfg.context + (3 * (cfg.context - 1) if cfg.context_differences else 0)
-        # noisy change, context (and its differences), and the warped last frame when there is a flow
-        cfg.unet.in_channels = 3 + context_channels + (3 if cfg.flow_channels else 0)
+        # noisy change, context (and its differences), the warped last frame when there is a flow, and
+        # the script map when there is one (inputs added later come last: fine-tuning can add them)
+        cfg.unet.in_channels = (
+            3
+            + context_channels
+            + (3 if cfg.flow_channels else 0)
+            + (SCRIPT_MAP_CHANNELS if cfg.script_map else 0)
+        )
         cfg.unet.cond_dim = cfg.cond_dim
         self.prompt_encoder = PromptEncoder(cfg.prompt)
         self.unet = UNet(cfg.unet)
@@ -297,6 +308,17 @@ class WorldModel(nn.Module):
             self.odometer_in = nn.Linear(2, cfg.cond_dim)
             nn.init.zeros_(self.odometer_in.weight)
             nn.init.zeros_(self.odometer_in.bias)
+        if cfg.script_map:
+            if cfg.script_map_camera is None:
+                raise ValueError(
+                    "a script map is drawn through the scene's camera: give script_map_camera (training "
+                    "fills it from the scene)"
+                )
+            if cfg.script_map_camera.follows and not cfg.odometer:
+                raise ValueError(
+                    "a script map drawn through a camera that follows the car needs to know how far it "
+                    "has travelled: add odometer=true"
+                )
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
         # What "no frame yet" looks like: the mean training frame (set by the training loop). Text-to-
         # video starts from K of these with an all-False context mask, so the first frame is drawn
@@ -366,6 +388,40 @@ class WorldModel(nn.Module):
             return torch.zeros(context_uint8.shape[0], device=context_uint8.device)
         return odometer_m(context_uint8, self.cfg.odometer_markings)[:, -1]
 
+    def _script_map(
+        self,
+        scripts: Sequence[Script] | None,
+        index: torch.Tensor | None,
+        odometer: torch.Tensor | None,
+        context_uint8: torch.Tensor,
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """The script map of the frame made (``worldsim.model.script_map``), ``[B, 4, H, W]``, or
+        ``None`` for a generator without one. The camera is placed one step on from the last
+        context frame: the odometer's distance plus the step between the last two frames. A context
+        with one real frame (an episode's start) has no step to read, and the map lags the car by
+        that first step: training sees the same, and only an agent in view at the first frame (an
+        out-of-distribution lead car 10-13 m ahead) is drawn a few pixels behind."""
+        if not self.cfg.script_map:
+            return None
+        b = context_uint8.shape[0]
+        if scripts is None or len(scripts) != b:
+            raise ValueError(
+                "this generator is shown the agents its prompts script (script_map): pass scripts, one "
+                f"per world (worldsim.scenes.script_of(spec)); got {None if scripts is None else len(scripts)} "
+                f"for {b} worlds"
+            )
+        if index is None:
+            raise ValueError(
+                "a script map draws the agents where the script puts them at the frame's time: pass "
+                "frame_index"
+            )
+        camera = torch.zeros(b, device=context_uint8.device) if odometer is None else odometer
+        if self.cfg.odometer and self.cfg.context > 1:
+            moved = context_mask[:, -2] & context_mask[:, -1]
+            camera = camera + moved * self.odometer_step(context_uint8[:, -2], context_uint8[:, -1])
+        return paint(scripts, index, camera, self.cfg.script_map_camera, self.cfg.height, self.cfg.width)
+
     def _frame_index(self, frame_index: torch.Tensor | int | None, b: int, device: torch.device):
         """``frame_index`` as ``int64[b]`` on ``device``; required of a generator with a clock."""
         if frame_index is None:
@@ -416,11 +472,12 @@ class WorldModel(nn.Module):
         ctx: torch.Tensor,
         cond_args: tuple,
         warped: torch.Tensor | None = None,
+        script_map: torch.Tensor | None = None,
     ):
         """The raw network ``F(x, c_noise)`` for fixed context channels (``_context_channels``),
-        conditions ``(ctx_sigma, prompt, actions, context_mask, frame_index)`` and, with a flow, the
-        warped last frame, as EDM calls it."""
-        extra = [ctx] if warped is None else [ctx, warped]
+        conditions ``(ctx_sigma, prompt, actions, context_mask, frame_index)``, with a flow the
+        warped last frame and with a script map the map, as EDM calls it."""
+        extra = [ctx] + [x for x in (warped, script_map) if x is not None]
 
         def net(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
             cond = self._cond(c_noise.expand(x.shape[0]), *cond_args)
@@ -471,6 +528,7 @@ class WorldModel(nn.Module):
         undo_context_noise: bool = False,
         frame_index: torch.Tensor | None = None,
         odometer_m: torch.Tensor | None = None,
+        scripts: Sequence[Script] | None = None,
         flow_target: torch.Tensor | None = None,
         flow_weight: torch.Tensor | None = None,
         predicted_warp_share: float = 0.0,
@@ -482,7 +540,8 @@ class WorldModel(nn.Module):
         weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``,
         ``frame_index[B]`` the target's index in its episode (needed with a clock), ``odometer_m[B]`` the
-        distance travelled at the last context frame (needed with an odometer); ``noise`` from
+        distance travelled at the last context frame (needed with an odometer), ``scripts`` one
+        ``Script`` per row (needed with a script map); ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
         ``huber_c`` choose the error (``edm.training_loss``). A generator with a flow needs
@@ -517,7 +576,11 @@ class WorldModel(nn.Module):
         ref = noisy_ctx[:, -1] if undo_context_noise else last
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         index = self._frame_index(frame_index, b, device)
-        cond_args = (ctx_sigma, prompt, actions, context_mask, index, self._odometer(odometer_m, b, device))
+        odometer = self._odometer(odometer_m, b, device)
+        cond_args = (ctx_sigma, prompt, actions, context_mask, index, odometer)
+        script_map = self._script_map(
+            scripts, index, odometer, context_uint8.to(device), context_mask.to(device)
+        )
         ctx = self._context_channels(noisy_ctx)
         flow_loss, warped = None, None
         if cfg.flow_channels:
@@ -536,7 +599,7 @@ class WorldModel(nn.Module):
             warped = warp(ref, field, noise.get("dither"))
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
-        net = self._net(ctx, cond_args, warped)
+        net = self._net(ctx, cond_args, warped, script_map)
         draws = {"level": noise["level"], "at_max": noise["at_max"], "noise": noise["noise"]}
         if frame_rows is not None:
             weight = weight * frame_rows.to(device).view(b, 1, 1, 1)
@@ -560,13 +623,16 @@ class WorldModel(nn.Module):
         precision: str | None = None,
         frame_index: torch.Tensor | int | None = None,
         odometer_m: torch.Tensor | float | None = None,
+        scripts: Sequence[Script] | None = None,
     ) -> torch.Tensor:
         """Sample next frames ``uint8[B,H,W,3]`` from ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]``
         and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout).
         ``frame_index`` (``[B]`` or one for all) is the index in the episode of the frame made, 0 for
-        the reset frame; a generator with a clock needs it, others ignore it. ``odometer_m`` (the same)
+        the reset frame; a generator with a clock or a script map needs it, others ignore it. ``odometer_m`` (the same)
         is the distance the camera has travelled at the last context frame (``odometer_step``), 0 at
-        the reset frame; a generator with an odometer needs it, others ignore it.
+        the reset frame; a generator with an odometer needs it, others ignore it. ``scripts``, one
+        ``Script`` per world (``worldsim.scenes.script_of``), the agents each prompt scripts: a
+        generator with a script map needs them, others ignore them.
         ``steps``, ``context_noise`` and ``precision`` default to the config's sampling settings.
 
         All randomness comes from ``generator``, or from ``noise`` (``draw_sampling_noise``) when the
@@ -593,6 +659,9 @@ class WorldModel(nn.Module):
         index = self._frame_index(frame_index, b, device)
         odometer = self._odometer(odometer_m, b, device)
         cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index, odometer)
+        script_map = self._script_map(
+            scripts, index, odometer, context_uint8.to(device), context_mask.to(device)
+        )
         ctx = self._context_channels(context)
         last = to_float(context_uint8[:, -1].to(device))
         shape = (b, 3, cfg.height, cfg.width)
@@ -605,7 +674,7 @@ class WorldModel(nn.Module):
             dither = noise["dither"].to(device) if "dither" in noise else None
             base = warp(last, flow, dither)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            net = self._net(ctx, cond_args, base if cfg.flow_channels else None)
+            net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
                 net,
                 shape,
@@ -704,6 +773,7 @@ class WorldModel(nn.Module):
         noise: list[dict[str, torch.Tensor]] | None = None,
         frame_index: torch.Tensor | int | None = None,
         odometer_m: torch.Tensor | float | None = None,
+        scripts: Sequence[Script] | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
@@ -712,7 +782,7 @@ class WorldModel(nn.Module):
         draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from);
         ``frame_index`` the index of the first frame made and ``odometer_m`` the distance at the last
         context frame (``predict_next``; the rollout adds up the distance of each frame it makes, by
-        ``odometer_step``). Returns the
+        ``odometer_step``) and ``scripts`` the agents each prompt scripts. Returns the
         ``T`` generated frames ``uint8[B,T,H,W,3]``.
         """
         device = next(self.parameters()).device
@@ -740,6 +810,7 @@ class WorldModel(nn.Module):
                 noise=draw,
                 frame_index=None if index is None else index + t,
                 odometer_m=odometer,
+                scripts=scripts,
             )
             if odometer is not None:
                 odometer = odometer + self.odometer_step(ctx[:, -1], nxt)
@@ -756,7 +827,11 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def first_frames(
-        self, captions: list[str], steps: int | None = None, generator: torch.Generator | None = None
+        self,
+        captions: list[str],
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        scripts: Sequence[Script] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-to-video: a first frame from each prompt alone, returned as a start context
         (``uint8[B,K,H,W,3]``: the frame repeated, and a mask that is True only for the last), the
@@ -773,6 +848,7 @@ class WorldModel(nn.Module):
             generator=generator,
             frame_index=0,
             odometer_m=0.0,
+            scripts=scripts,
         )
         context = first[:, None].expand(b, k, *first.shape[1:]).clone()
         mask = torch.zeros(b, k, dtype=torch.bool, device=first.device)

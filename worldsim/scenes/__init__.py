@@ -6,13 +6,15 @@ from the in-distribution (``"id"``) or out-of-distribution (``"ood"``) ranges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
 
 from worldsim.scenes import balls, drive, push
-from worldsim.scenes.base import CameraRig, Family, ObjectInfo
+from worldsim.scenes.base import CameraRig, Family, Footprint, ObjectInfo
 from worldsim.scenes.prompts import PromptError, split_family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (balls.FAMILY, push.FAMILY, drive.FAMILY)}
@@ -46,6 +48,48 @@ def parse_prompt(text: str, family: str | None = None) -> Any:
     return FAMILIES[name].parse(body)
 
 
+def script_of(spec: Any) -> Callable[[float], tuple[Footprint, ...]]:
+    """Where the agents ``spec``'s prompt scripts are at a time in seconds (none in a family that
+    scripts no agent): what a generator's script map draws (``worldsim.model.script_map``)."""
+    scripted = family_of(spec).scripted
+    return partial(scripted, spec) if scripted is not None else _no_agents
+
+
+def _no_agents(t_s: float) -> tuple[Footprint, ...]:
+    return ()
+
+
+@lru_cache(maxsize=65536)
+def _script_of_prompt(text: str, family: str) -> Callable[[float], tuple[Footprint, ...]]:
+    return script_of(parse_prompt(text, family))
+
+
+def scripts_of_prompts(texts: list[str], family: str) -> list[Callable[[float], tuple[Footprint, ...]]]:
+    """``script_of`` each prompt's spec (parsed once per distinct prompt: training asks every batch)."""
+    return [_script_of_prompt(t, family) for t in texts]
+
+
+def script_map_camera(family: str, width: int, height: int) -> dict:
+    """The camera a script map is drawn through, as ``worldsim.model.script_map.ScriptMapConfig``'s
+    fields: the family's first camera at ``width`` x ``height``, before it has travelled."""
+    from worldsim.physics.camera import camera_params
+
+    fam = family_of(family)
+    if fam.scripted is None:
+        raise ValueError(
+            f"a script map draws the agents a prompt scripts; {family!r} scripts none (drive does)"
+        )
+    rig = fam.cameras[0]
+    cam = camera_params(rig, width, height)
+    return {
+        "rotation": cam.world_to_cam[:3, :3].tolist(),
+        "position_m": cam.position_m.tolist(),
+        "intrinsics": cam.K.tolist(),
+        "follows": rig.follow is not None,
+        "control_hz": fam.control_hz,
+    }
+
+
 def spec_to_dict(spec: Any) -> dict:
     """A JSON-ready dict of a spec, tagged with its family."""
     return {"family": spec.family, **asdict(spec)}
@@ -60,12 +104,16 @@ __all__ = [
     "FAMILIES",
     "CameraRig",
     "Family",
+    "Footprint",
     "ObjectInfo",
     "PromptError",
     "caption",
     "family_of",
     "parse_prompt",
     "sample",
+    "script_map_camera",
+    "script_of",
+    "scripts_of_prompts",
     "spec_from_dict",
     "spec_to_dict",
 ]

@@ -46,6 +46,24 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """Where an agent a prompt scripts is at one moment: its flat colour (RGB) and its body, an
+    upright prism on an axis-aligned box (``round``: the ellipse inside it) centred at ``(x_m, y_m)``
+    from height ``bottom_m`` to ``top_m``.
+    A generator may be shown these (``worldsim.model.script_map``): nothing in the frames says when a
+    scripted agent comes into view, the prompt and the distance travelled do."""
+
+    rgb: tuple[int, int, int]
+    x_m: float
+    y_m: float
+    bottom_m: float
+    top_m: float
+    half_x_m: float
+    half_y_m: float
+    round: bool = False
+
+
+@dataclass(frozen=True)
 class Family:
     """A scene family: its spec type, samplers, prompt grammar, MJCF builder, cameras and task."""
 
@@ -61,6 +79,8 @@ class Family:
     control_hz: float = 10.0
     substeps: int = 50
     extras: dict[str, Any] = field(default_factory=dict)
+    # The agents the prompt scripts, at a time in seconds (``None``: the family scripts none).
+    scripted: Callable[[Any, float], tuple[Footprint, ...]] | None = None
 
     @property
     def timestep_s(self) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldsim.scenes import prompts
-from worldsim.scenes.base import CameraRig, Family, ObjectInfo, check_split, uniform
+from worldsim.scenes.base import CameraRig, Family, Footprint, ObjectInfo, check_split, uniform
 from worldsim.scenes.colours import OBJECT_COLOURS, rgb_uint8
 from worldsim.scenes.mjcf import document
 from worldsim.scenes.prompts import Attribute, PromptError, check_range
@@ -377,6 +377,21 @@ def objects(spec: DriveSpec) -> tuple[ObjectInfo, ...]:
     return tuple(out)
 
 
+def scripted_footprints(spec: DriveSpec, t_s: float) -> tuple[Footprint, ...]:
+    """The lead car's and the pedestrian's bodies at time ``t_s``, as the script moves them (their
+    mocap bodies follow ``DriveSpec.agent_positions``); an absent agent has none."""
+    lead, ped = spec.agent_positions(t_s)
+    out = []
+    if spec.lead_colour:
+        z = (CHASSIS_Z_M - CAR_HALF[2], CHASSIS_Z_M + CAR_HALF[2])
+        out.append(Footprint(rgb_uint8(spec.lead_colour), float(lead[0]), float(lead[1]), *z, *CAR_HALF[:2]))
+    if spec.ped_colour:
+        r = PED_RADIUS_M
+        z = (0.0, 2 * PED_HALF_HEIGHT_M)
+        out.append(Footprint(rgb_uint8(spec.ped_colour), float(ped[0]), float(ped[1]), *z, r, r, True))
+    return tuple(out)
+
+
 FAMILY = Family(
     name="drive",
     spec_type=DriveSpec,
@@ -389,4 +404,5 @@ FAMILY = Family(
     from_dict=from_dict,
     control_hz=10.0,
     substeps=50,
+    scripted=scripted_footprints,
 )

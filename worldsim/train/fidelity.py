@@ -28,6 +28,7 @@ from worldsim.data.loader import Dataset, Episode
 from worldsim.metrics.frames import psnr
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for, true_points_m
 from worldsim.model.world_model import WorldModel
+from worldsim.scenes import script_of
 
 
 def _usable(dataset: Dataset, indices: Iterable[int], k: int, horizon: int) -> list[Episode]:
@@ -70,6 +71,7 @@ def generate(
             gen,
             frame_index=k,
             odometer_m=model.context_odometer(ctx),
+            scripts=[script_of(e.spec) for e in part],
         )
         out.append(frames.cpu().numpy())
     return np.concatenate(out)

@@ -31,7 +31,9 @@ from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_datas
 from worldsim.model.edm import LOSSES
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
+from worldsim.model.script_map import ScriptMapConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
+from worldsim.scenes import script_map_camera, scripts_of_prompts
 from worldsim.train.checkpoint import (
     Checkpoint,
     checkpoint_dir,
@@ -151,6 +153,8 @@ def build_model_config(
     cfg.vocab = PromptTokenizer.from_captions(sampler.flat.captions, cfg.prompt.max_tokens).vocab
     if cfg.odometer and cfg.odometer_markings is None:
         cfg.odometer_markings = odometer_markings(dataset.family, cfg.width, cfg.height)
+    if cfg.script_map and cfg.script_map_camera is None:
+        cfg.script_map_camera = ScriptMapConfig(**script_map_camera(dataset.family, cfg.width, cfg.height))
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
         probe = sampler.sample(512, np.random.default_rng(12345))
         target = to_float(torch.from_numpy(probe.targets[:, 0]))
@@ -194,8 +198,17 @@ def load_init(
     fresh = (("unet.",) if fresh_unet else ()) + (("flow_net.",) if fresh_flow else ())
     state = {k: v for k, v in state.items() if not k.startswith(fresh)} if fresh else state
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
+    if adds_flow and init.config.get("script_map", False):
+        # the warped frame's channels come before the map's: appended zeros would land on the map
+        raise ValueError(
+            f"{init.path} has a script map; adding a flow to it is not supported (train the flow first, "
+            "then add the map)"
+        )
     if adds_flow and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
         _with_zero_inputs(state, own, STEM)
+    adds_map = model.cfg.script_map and not init.config.get("script_map", False)
+    if adds_map and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
+        _with_zero_inputs(state, own, STEM)  # the map's channels come last: zero weights on them
     adds_moves = "flow_carry" in own and "flow_carry" not in state
     if adds_moves and FLOW_STEM in state and state[FLOW_STEM].shape[1] < own[FLOW_STEM].shape[1]:
         _with_zero_inputs(state, own, FLOW_STEM)
@@ -364,6 +377,7 @@ def compute_losses(
         undo_context_noise=undo_context_noise,
         frame_index=b["frame_index"].to(device),
         odometer_m=b["odometer_m"].to(device) if "odometer_m" in b else None,
+        scripts=scripts_of_prompts(b["captions"], model.cfg.family) if model.cfg.script_map else None,
         flow_target=b.get("flow_target"),
         flow_weight=b.get("flow_weight"),
         predicted_warp_share=predicted_warp_share,
@@ -482,6 +496,13 @@ def train(run: RunConfig) -> Path:
             model_cfg.odometer = True  # fine-tuning may add an odometer (its input starts at zero)
             model_cfg.odometer_markings = run.model.odometer_markings or odometer_markings(
                 dataset.family, model_cfg.width, model_cfg.height
+            )
+        if run.model.script_map and not model_cfg.script_map:
+            model_cfg.script_map = (
+                True  # fine-tuning may add a script map (the U-Net's weights on it start at zero)
+            )
+            model_cfg.script_map_camera = run.model.script_map_camera or ScriptMapConfig(
+                **script_map_camera(dataset.family, model_cfg.width, model_cfg.height)
             )
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
@@ -801,6 +822,7 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
             generator=torch.Generator().manual_seed(0),
             frame_index=torch.from_numpy(windows.t + 1),
             odometer_m=odometer,
+            scripts=scripts_of_prompts(windows.captions, model.cfg.family) if model.cfg.script_map else None,
         )
     target = windows.targets[:, 0].astype(np.int16)
     return {

@@ -24,6 +24,7 @@ import torch
 
 from worldsim.data.loader import WindowBatch
 from worldsim.model.world_model import WorldModel
+from worldsim.scenes import scripts_of_prompts
 
 
 def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
@@ -131,6 +132,9 @@ def with_own_rollouts(
             context_mask=torch.from_numpy(batch.context_mask[idx]),
             noise=[{key: v[idx] for key, v in draw.items()} for draw in noise[:steps]],
             frame_index=torch.from_numpy(batch.t[idx] + 1),
+            scripts=scripts_of_prompts([batch.captions[i] for i in idx], model.cfg.family)
+            if model.cfg.script_map
+            else None,
         )
     frames = batch.targets[:, :steps].copy()
     frames[idx] = made.cpu().numpy()
