@@ -153,7 +153,7 @@ class DreamVectorEnv(VectorEnv):
         self._prompts: torch.Tensor | None = None
         self._colours = torch.zeros(n, 3 * COLOUR_SLOTS, device=self.device)  # what the probe is told
         self._steps = np.zeros(n, dtype=np.int64)
-        self._odometer = torch.zeros(n, device=self.device)  # distance each world's camera travelled
+        self._odometer = self.model.start_odometer(n, self.device)  # distance each world's camera travelled
         self._ended = np.zeros(n, dtype=bool)
         self._started = False
 
@@ -218,7 +218,7 @@ class DreamVectorEnv(VectorEnv):
         self._mask[idx, -1] = True
         self._actions[idx] = 0.0
         self._steps[worlds] = 0
-        self._odometer[idx] = 0.0  # a world starts at its episode's first frame
+        self._odometer[idx] = self.model.start_odometer(len(worlds), self.device)  # its episode's first frame
         self._ended[worlds] = False
 
     def _sampling(self) -> dict[str, Any]:
@@ -273,7 +273,7 @@ class DreamVectorEnv(VectorEnv):
             self._frames[idx] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             self._mask[idx] = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
             self._actions[idx] = acts
-            self._odometer[idx] += self.model.odometer_step(ctx[:, -1], nxt)
+            self._odometer[idx] = self.model.advance_odometer(self._odometer[idx], ctx[:, -1], nxt)
             self._steps[live] += 1
         if restarting.any():
             self._start(np.flatnonzero(restarting), None)

@@ -161,6 +161,12 @@ def test_training_reads_each_episodes_distance_from_its_own_first_frame():
     assert got == pytest.approx([0, 4, 9, 0, 3], abs=0.3)  # the drawn dashes round to whole rows
     at = odometer_at(flat_odometer(flat, MARKINGS), flat, np.array([0, 1, 1]), np.array([2, 1, -1]))
     assert at * MARKINGS.px_per_m == pytest.approx([9, 3, 0], abs=0.3)
+    # a trail: the last 3 frames of each row, NaN before its episode's first (a text-to-video row: 0 last)
+    trail = odometer_at(flat_odometer(flat, MARKINGS), flat, np.array([0, 1, 1]), np.array([2, 1, -1]), 3)
+    assert trail.shape == (3, 3)
+    assert trail[0] * MARKINGS.px_per_m == pytest.approx([0, 4, 9], abs=0.3)
+    assert np.isnan(trail[1, 0]) and trail[1, 1:] * MARKINGS.px_per_m == pytest.approx([0, 3], abs=0.3)
+    assert np.isnan(trail[2, :2]).all() and trail[2, 2] == 0.0
 
 
 def test_the_windows_where_the_pedestrian_comes_into_view_are_found():
@@ -198,3 +204,53 @@ def test_the_windows_where_the_pedestrian_comes_into_view_are_found():
 
     got_episodes, got_t = entering_windows(OneEpisode())
     assert got_episodes.tolist() == [0] and got_t.tolist() == [first - 1]
+
+
+def test_a_trail_of_distances_tells_the_generator_its_speed_and_moves_on_with_each_frame():
+    """With ``odometer_trail=M`` the generator reads the mean step over the last M distances (its
+    input starts at zero, as the odometer's); a distance alone is a trail that holds nothing before
+    it; each frame made shifts the trail on by the step read between the frames; and the trail a
+    rollout starts from real frames holds their distances."""
+    from worldsim.model.world_model import speed_features
+
+    model, captions = _tiny_drive_model(odometer=True, odometer_markings=MARKINGS, odometer_trail=4)
+    ctx = torch.from_numpy(np.stack([_road(5), _road(9)]))[None]
+    acts, prompt = torch.zeros(1, 2, 2), model.encode_prompts(captions)
+    nan = float("nan")
+    slow, fast = torch.tensor([[nan, 0.0, 0.5, 1.0]]), torch.tensor([[nan, -1.0, 0.0, 1.0]])
+    feats = speed_features(torch.cat([slow, fast, torch.tensor([[nan, nan, nan, 2.0]])]))
+    torch.testing.assert_close(feats, torch.tensor([[0.5, 2 / 3], [1.0, 2 / 3], [0.0, 0.0]]))
+
+    def made(trail) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(1)
+        return model.predict_next(ctx, acts, prompt, generator=gen, frame_index=2, odometer_m=trail)
+
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            p.normal_(0.0, 0.2)
+    assert torch.equal(made(slow), made(fast))  # zero weights: the speed changes nothing yet
+    with torch.no_grad():
+        model.speed_in.weight.normal_(0.0, 1.0)
+    assert not torch.equal(made(slow), made(fast))  # the same distance, another speed
+    assert torch.equal(made(torch.tensor([1.0])), made(torch.tensor([[nan, nan, nan, 1.0]])))
+    with pytest.raises(ValueError, match="trail"):
+        made(torch.zeros(1, 3))
+    start = model.start_odometer(2)
+    assert start.shape == (2, 4) and start[:, -1].tolist() == [0.0, 0.0] and start[:, :3].isnan().all()
+    before, after = torch.from_numpy(_road(5))[None], torch.from_numpy(_road(9))[None]
+    moved = model.advance_odometer(slow, before, after)
+    assert moved.tolist()[0][:3] == [0.0, 0.5, 1.0]
+    assert moved[0, 3].item() == pytest.approx(1.0 + 4 / MARKINGS.px_per_m, abs=1e-4)
+    trail = model.context_odometer(ctx)  # two real frames: the first at 0, nothing before it
+    assert trail[0, :2].isnan().all() and trail[0, 2].item() == 0.0
+    assert trail[0, 3].item() == pytest.approx(4 / MARKINGS.px_per_m, abs=1e-4)
+    told, real = [], model.predict_next
+
+    def spy(*a, **kw):
+        told.append(kw["odometer_m"].clone())
+        return real(*a, **kw)
+
+    model.predict_next = spy
+    model.rollout(ctx, acts[:, :1], torch.zeros(1, 2, 2), captions, frame_index=2, odometer_m=slow)
+    torch.testing.assert_close(told[0], slow, equal_nan=True)
+    assert told[1][0, :3].tolist() == [0.0, 0.5, 1.0]

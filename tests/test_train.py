@@ -374,6 +374,14 @@ def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
     assert told.state_dict["odometer_in.weight"].abs().sum() > 0  # it moved off zero: it learned
     again = load_checkpoint(train(tiny_run(drive, tmp_path / "told", steps=4, init=str(first))))
     assert again.config["odometer"]  # a resumed run keeps it
+    trailed = tiny_run(drive, tmp_path / "trailed", steps=2, init=str(told.path))
+    trailed.model.odometer_trail = 4  # a speed from the last 4 distances, added with zero weights
+    trail = load_checkpoint(train(trailed))
+    assert trail.config["odometer_trail"] == 4 and "speed_in.weight" in trail.state_dict
+    other = tiny_run(drive, tmp_path / "other", steps=1, init=str(trail.path))
+    other.model.odometer_trail = 8
+    with pytest.raises(ValueError, match="keeps it"):
+        train(other)
     fixed = tiny_run(tiny_data, tmp_path / "balls", steps=1)
     fixed.model.odometer = True
     with pytest.raises(ValueError, match="fixed camera"):

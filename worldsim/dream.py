@@ -83,7 +83,7 @@ def dream(
     if policy is not None:
         policy.reset(sim.state())
     taken = []
-    odometer = torch.zeros(1, device=device)  # the start is an episode's first frame
+    odometer = model.start_odometer(1, device)  # the start is an episode's first frame
     scripts = [script_of(spec)]
     for t in range(steps):
         a = np.clip(policy.act(sim.state()) if policy is not None else actions[t], -1.0, 1.0).astype(
@@ -102,7 +102,7 @@ def dream(
             odometer_m=odometer,
             scripts=scripts,
         )
-        odometer = odometer + model.odometer_step(ctx[:, -1], nxt)
+        odometer = model.advance_odometer(odometer, ctx[:, -1], nxt)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
         mask = torch.cat([mask[:, 1:], torch.ones(1, 1, dtype=torch.bool, device=device)], dim=1)
         generated.append(nxt[0].cpu().numpy())

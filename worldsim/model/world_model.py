@@ -25,7 +25,9 @@ Design choices, each measured on Balls (see the README):
 - A generator may also be told how far its camera has travelled (``odometer``; ``worldsim.model.
   odometry``): Drive's pedestrian comes into view when the car is 9.7 m from it, which the road,
   the same everywhere, never shows. The rollout keeps the distance as it keeps the clock, from the
-  dashes' scroll in the frames it makes.
+  dashes' scroll in the frames it makes. With ``odometer_trail=M`` it is also told the mean step
+  over the last M frames: a speed that K frames of whole-pixel moves alias (the dashes move 4 or 5
+  rows a step at 8 m/s), so that one step's error is not read back as a change of speed.
 - A generator may move the last frame's pixels by a predicted forward displacement field before
   drawing the change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it
   is unsure of then moves whole, to its mean position, instead of blending into the places it may
@@ -86,6 +88,7 @@ class WorldModelConfig:
     flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
     odometer: bool = False  # told the distance the camera has travelled, read off the road's markings
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
+    odometer_trail: int = 0  # > 1: odometer_m is the distance at the last this many frames (a speed)
     script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
     script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
@@ -182,6 +185,24 @@ def odometer_features(odometer_m: torch.Tensor) -> torch.Tensor:
     """``[B]`` distances travelled (m) to ``[B, 2]`` features."""
     d = odometer_m.float()[:, None] / ODOMETER_SCALE_M
     return torch.cat([d, d.clamp_min(0.0).sqrt()], dim=1)
+
+
+def latest_distance(odometer: torch.Tensor) -> torch.Tensor:
+    """The distance at the last context frame: ``odometer[B]`` itself, or a trail's last column."""
+    return odometer[:, -1] if odometer.ndim == 2 else odometer
+
+
+def speed_features(trail_m: torch.Tensor) -> torch.Tensor:
+    """A trail of distances ``[B, M]`` (oldest first; NaN before the episode's first frame) to ``[B,
+    2]`` features: the mean step over the frames it holds (m a step; 0 with fewer than two) and the
+    share of the trail they span."""
+    valid = torch.isfinite(trail_m)
+    m = trail_m.shape[1]
+    n = valid.sum(1)
+    first = torch.where(valid, trail_m, 0.0).gather(1, valid.float().argmax(1, keepdim=True))[:, 0]
+    span = (n - 1).clamp_min(0)
+    step = torch.where(span > 0, (trail_m[:, -1] - first) / span.clamp_min(1), 0.0)
+    return torch.stack([step, span / max(m - 1, 1)], dim=1)
 
 
 def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -308,6 +329,16 @@ class WorldModel(nn.Module):
             self.odometer_in = nn.Linear(2, cfg.cond_dim)
             nn.init.zeros_(self.odometer_in.weight)
             nn.init.zeros_(self.odometer_in.bias)
+        if cfg.odometer_trail:
+            if not cfg.odometer or cfg.odometer_trail < 2:
+                raise ValueError(
+                    f"odometer_trail={cfg.odometer_trail} tells a generator its odometer's distance at the "
+                    "last frames: it needs odometer=true and a trail of 2 frames or more"
+                )
+            # Zero at the start too: fine-tuning may add a trail to a generator with an odometer.
+            self.speed_in = nn.Linear(2, cfg.cond_dim)
+            nn.init.zeros_(self.speed_in.weight)
+            nn.init.zeros_(self.speed_in.bias)
         if cfg.script_map:
             if cfg.script_map_camera is None:
                 raise ValueError(
@@ -353,11 +384,14 @@ class WorldModel(nn.Module):
         if self.cfg.clock_frames:
             hidden = hidden + self.clock_in(clock_features(frame_index, self.cfg.clock_frames))
         if self.cfg.odometer:
-            hidden = hidden + self.odometer_in(odometer_features(odometer))
+            hidden = hidden + self.odometer_in(odometer_features(latest_distance(odometer)))
+        if self.cfg.odometer_trail:
+            hidden = hidden + self.speed_in(speed_features(odometer))
         return self.cond_mlp[2](self.cond_mlp[1](hidden))
 
     def _odometer(self, odometer_m: torch.Tensor | float | None, b: int, device: torch.device):
-        """``odometer_m`` as ``float[b]`` on ``device``; required of a generator with an odometer."""
+        """``odometer_m`` as ``float[b]`` on ``device`` (with a trail, ``float[b, M]``: a distance
+        given alone is a trail that holds nothing before it); required of a generator with an odometer."""
         if not self.cfg.odometer:
             return None
         if odometer_m is None:
@@ -367,11 +401,34 @@ class WorldModel(nn.Module):
             )
         dist = torch.as_tensor(odometer_m, device=device, dtype=torch.float32)
         dist = dist.expand(b) if dist.ndim == 0 else dist
-        if dist.shape != (b,) or not torch.isfinite(dist).all():
+        m = self.cfg.odometer_trail
+        if m and dist.shape == (b,):
+            dist = torch.cat([torch.full((b, m - 1), float("nan"), device=device), dist[:, None]], 1)
+        want = (b, m) if m else (b,)
+        if dist.shape != want or not torch.isfinite(latest_distance(dist)).all():
             raise ValueError(
-                f"odometer_m must be one finite distance or one per world, shape ({b},); got {tuple(dist.shape)}"
+                f"odometer_m must be one finite distance or one per world, shape ({b},)"
+                + (f", or a trail of the last {m} per world, ({b}, {m}), the last finite" if m else "")
+                + f"; got {tuple(dist.shape)}"
             )
         return dist
+
+    def start_odometer(self, b: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """What ``odometer_m`` is at an episode's first frame, for ``b`` worlds: 0 (with a trail,
+        nothing before it)."""
+        if not self.cfg.odometer_trail:
+            return torch.zeros(b, device=device)
+        return self._odometer(torch.zeros(b, device=device), b, torch.device(device))
+
+    def advance_odometer(
+        self, odometer: torch.Tensor, before_uint8: torch.Tensor, after_uint8: torch.Tensor
+    ) -> torch.Tensor:
+        """``odometer`` (``float[B]`` or a trail ``[B, M]``) one frame on, from frames ``before`` to
+        ``after`` (``odometer_step``): what a caller stepping a rollout itself keeps."""
+        step = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
+        if odometer.ndim == 2:
+            return torch.cat([odometer[:, 1:], odometer[:, -1:] + step[:, None]], dim=1)
+        return odometer + step
 
     def odometer_step(self, before_uint8: torch.Tensor, after_uint8: torch.Tensor) -> torch.Tensor:
         """How far the camera went from frames ``before`` to ``after`` (``uint8[B, H, W, 3]``), in
@@ -382,11 +439,19 @@ class WorldModel(nn.Module):
         return step_m(before_uint8, after_uint8, self.cfg.odometer_markings)
 
     def context_odometer(self, context_uint8: torch.Tensor) -> torch.Tensor:
-        """The distance at the last frame of contexts ``uint8[B, K, H, W, 3]`` that begin at an
-        episode's first frame (a padded context's copies of it move nothing): ``float[B]``."""
+        """The distance at the last frame of real frames ``uint8[B, T, H, W, 3]`` that begin at an
+        episode's first frame: ``float[B]`` (with a trail, at the last M of them, ``[B, M]``, NaN
+        before the first). A padded context's copies of a first frame would read as standing still:
+        start those from ``start_odometer``."""
+        b, device = context_uint8.shape[0], context_uint8.device
         if not self.cfg.odometer:
-            return torch.zeros(context_uint8.shape[0], device=context_uint8.device)
-        return odometer_m(context_uint8, self.cfg.odometer_markings)[:, -1]
+            return torch.zeros(b, device=device)
+        dist = odometer_m(context_uint8, self.cfg.odometer_markings)
+        m = self.cfg.odometer_trail
+        if not m:
+            return dist[:, -1]
+        pad = torch.full((b, max(m - dist.shape[1], 0)), float("nan"), device=device)
+        return torch.cat([pad, dist[:, -m:]], dim=1)
 
     def _script_map(
         self,
@@ -416,7 +481,9 @@ class WorldModel(nn.Module):
                 "a script map draws the agents where the script puts them at the frame's time: pass "
                 "frame_index"
             )
-        camera = torch.zeros(b, device=context_uint8.device) if odometer is None else odometer
+        camera = (
+            torch.zeros(b, device=context_uint8.device) if odometer is None else latest_distance(odometer)
+        )
         if self.cfg.odometer and self.cfg.context > 1:
             moved = context_mask[:, -2] & context_mask[:, -1]
             camera = camera + moved * self.odometer_step(context_uint8[:, -2], context_uint8[:, -1])
@@ -540,7 +607,8 @@ class WorldModel(nn.Module):
         weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
         one leads to the target), ``target_uint8[B,H,W,3]``, ``context_mask[B,K]``,
         ``frame_index[B]`` the target's index in its episode (needed with a clock), ``odometer_m[B]`` the
-        distance travelled at the last context frame (needed with an odometer), ``scripts`` one
+        distance travelled at the last context frame (needed with an odometer; with a trail ``[B, M]``,
+        at the last M frames, NaN before the episode's first), ``scripts`` one
         ``Script`` per row (needed with a script map); ``noise`` from
         ``draw_noise`` (drawn here with ``generator`` when not given); ``prompt`` the captions'
         embeddings when the caller already has them (encoded here otherwise); ``kind`` and
@@ -813,7 +881,7 @@ class WorldModel(nn.Module):
                 scripts=scripts,
             )
             if odometer is not None:
-                odometer = odometer + self.odometer_step(ctx[:, -1], nxt)
+                odometer = self.advance_odometer(odometer, ctx[:, -1], nxt)
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             mask = torch.cat([mask[:, 1:], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)

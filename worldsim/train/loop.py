@@ -174,7 +174,7 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), the
 # U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
 # weights on the colours' moves (its last input channels) and how much of them it carries.
-ADDED_BY_FINE_TUNING = ("clock_in.", "odometer_in.", "flow_net.", "flow_carry")
+ADDED_BY_FINE_TUNING = ("clock_in.", "odometer_in.", "speed_in.", "flow_net.", "flow_carry")
 STEM = "unet.stem.weight"
 FLOW_STEM = "flow_net.stem.weight"
 
@@ -290,11 +290,20 @@ def flat_odometer(flat: Any, markings: OdometerConfig) -> np.ndarray:
     return out
 
 
-def odometer_at(odometer: np.ndarray, flat: Any, episode: np.ndarray, t: np.ndarray) -> np.ndarray:
+def odometer_at(
+    odometer: np.ndarray, flat: Any, episode: np.ndarray, t: np.ndarray, trail: int = 0
+) -> np.ndarray:
     """``flat_odometer`` at frame ``t`` of each ``episode`` (0 where ``t`` is before the first frame:
-    a text-to-video row)."""
-    where = flat.frame_start[episode] + np.maximum(t, 0)
-    return np.where(t >= 0, odometer[where], 0.0).astype(np.float32)
+    a text-to-video row); with ``trail=M``, at frames ``t-M+1 .. t``, ``float32[B, M]``, NaN before
+    the first frame (the text-to-video row's last is 0)."""
+    if not trail:
+        where = flat.frame_start[episode] + np.maximum(t, 0)
+        return np.where(t >= 0, odometer[where], 0.0).astype(np.float32)
+    frames = t[:, None] - np.arange(trail - 1, -1, -1)[None]
+    where = flat.frame_start[episode][:, None] + np.maximum(frames, 0)
+    out = np.where(frames >= 0, odometer[where], np.nan).astype(np.float32)
+    out[t < 0, -1] = 0.0
+    return out
 
 
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
@@ -497,6 +506,13 @@ def train(run: RunConfig) -> Path:
             model_cfg.odometer_markings = run.model.odometer_markings or odometer_markings(
                 dataset.family, model_cfg.width, model_cfg.height
             )
+        if run.model.odometer_trail and run.model.odometer_trail != model_cfg.odometer_trail:
+            if model_cfg.odometer_trail:
+                raise ValueError(
+                    f"{cfg.init} reads a trail of {model_cfg.odometer_trail} distances; fine-tuning keeps it "
+                    f"(model.odometer_trail={run.model.odometer_trail} asks for another)"
+                )
+            model_cfg.odometer_trail = run.model.odometer_trail  # its input starts at zero
         if run.model.script_map and not model_cfg.script_map:
             model_cfg.script_map = (
                 True  # fine-tuning may add a script map (the U-Net's weights on it start at zero)
@@ -642,7 +658,9 @@ def train(run: RunConfig) -> Path:
                 hi,
                 dataset if model_cfg.flow_channels else None,
                 cfg.rollout_target,
-                None if odometer is None else odometer_at(odometer, sampler.flat, batch.episode, batch.t),
+                None
+                if odometer is None
+                else odometer_at(odometer, sampler.flat, batch.episode, batch.t, model_cfg.odometer_trail),
             ),
             noise,
             cfg.frame_loss,
@@ -811,7 +829,9 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
     odometer = None
     if model.cfg.odometer:
         odometer = flat_odometer(sampler.flat, model.cfg.odometer_markings)
-        odometer = torch.from_numpy(odometer_at(odometer, sampler.flat, windows.episode, windows.t))
+        odometer = torch.from_numpy(
+            odometer_at(odometer, sampler.flat, windows.episode, windows.t, model.cfg.odometer_trail)
+        )
     with torch.no_grad():
         prompt = model.encode_prompts(windows.captions)
         pred = model.predict_next(
