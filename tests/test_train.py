@@ -550,7 +550,7 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
         def __init__(self) -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
-            self.cfg = SimpleNamespace(context=2, clock_frames=300, odometer=False)
+            self.cfg = SimpleNamespace(context=2, clock_frames=300, odometer=False, script_map=False)
             self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
             self.indices: list[torch.Tensor] = []
 
@@ -568,6 +568,7 @@ def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(
             noise=None,
             frame_index=None,
             odometer_m=None,
+            scripts=None,
         ):
             self.calls.append((context.clone(), actions.clone()))
             self.indices.append(frame_index.clone())
