@@ -218,8 +218,9 @@ def test_a_trail_of_distances_tells_the_generator_its_speed_and_moves_on_with_ea
     acts, prompt = torch.zeros(1, 2, 2), model.encode_prompts(captions)
     nan = float("nan")
     slow, fast = torch.tensor([[nan, 0.0, 0.5, 1.0]]), torch.tensor([[nan, -1.0, 0.0, 1.0]])
-    feats = speed_features(torch.cat([slow, fast, torch.tensor([[nan, nan, nan, 2.0]])]))
-    torch.testing.assert_close(feats, torch.tensor([[0.5, 2 / 3], [1.0, 2 / 3], [0.0, 0.0]]))
+    gap = torch.tensor([[1.0, nan, 2.0, 3.0]])  # a frame not read counts in the span
+    feats = speed_features(torch.cat([slow, fast, torch.tensor([[nan, nan, nan, 2.0]]), gap]))
+    torch.testing.assert_close(feats, torch.tensor([[0.5, 2 / 3], [1.0, 2 / 3], [0.0, 0.0], [2 / 3, 1.0]]))
 
     def made(trail) -> torch.Tensor:
         gen = torch.Generator().manual_seed(1)

@@ -198,9 +198,9 @@ def speed_features(trail_m: torch.Tensor) -> torch.Tensor:
     share of the trail they span."""
     valid = torch.isfinite(trail_m)
     m = trail_m.shape[1]
-    n = valid.sum(1)
-    first = torch.where(valid, trail_m, 0.0).gather(1, valid.float().argmax(1, keepdim=True))[:, 0]
-    span = (n - 1).clamp_min(0)
+    first_at = valid.float().argmax(1, keepdim=True)  # the oldest frame it holds
+    first = torch.where(valid, trail_m, 0.0).gather(1, first_at)[:, 0]
+    span = torch.where(valid.any(1), m - 1 - first_at[:, 0], 0)  # frames from it to the last
     step = torch.where(span > 0, (trail_m[:, -1] - first) / span.clamp_min(1), 0.0)
     return torch.stack([step, span / max(m - 1, 1)], dim=1)
 
