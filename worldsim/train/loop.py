@@ -514,9 +514,8 @@ def train(run: RunConfig) -> Path:
                 )
             model_cfg.odometer_trail = run.model.odometer_trail  # its input starts at zero
         if run.model.script_map and not model_cfg.script_map:
-            model_cfg.script_map = (
-                True  # fine-tuning may add a script map (the U-Net's weights on it start at zero)
-            )
+            # fine-tuning may add a script map (the U-Net's weights on it start at zero)
+            model_cfg.script_map = True
             model_cfg.script_map_camera = run.model.script_map_camera or ScriptMapConfig(
                 **script_map_camera(dataset.family, model_cfg.width, model_cfg.height)
             )
