@@ -358,10 +358,12 @@ def test_fine_tuning_may_add_a_clock_but_not_change_one(tiny_data, tmp_path):
         train(again)
 
 
-def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(tiny_data, tmp_path):
+def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
+    tiny_data, tmp_path, monkeypatch
+):
     """Drive's camera travels: an odometer added by fine-tuning reads its road markings (filled in from
-    the scene) and its weights learn from the distances of the windows; Balls' camera stands still,
-    and rolled-out rows do not keep a distance yet: both are refused."""
+    the scene) and its weights learn from the distances of the windows; Balls' camera stands still
+    (refused); rolled-out rows count on from their windows' distances."""
     drive = collect(
         "drive", episodes=2, out=tmp_path / "drive", num_envs=2, seed=1, max_steps=24, progress=False
     )
@@ -386,10 +388,18 @@ def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
     fixed.model.odometer = True
     with pytest.raises(ValueError, match="fixed camera"):
         train(fixed)
-    rolled = tiny_run(drive, tmp_path / "rolled", steps=1, init=str(first), rollout_share=0.5)
-    rolled.model.odometer = True
-    with pytest.raises(ValueError, match="rollout_share"):
-        train(rolled)
+    # own rollouts count on from each window's distance (``with_own_rollouts``' odometer_m)
+    starts, real = [], WorldModel.rollout
+
+    def spy(self, *args, odometer_m=None, **kwargs):
+        starts.append(odometer_m)
+        return real(self, *args, odometer_m=odometer_m, **kwargs)
+
+    monkeypatch.setattr(WorldModel, "rollout", spy)
+    rolled = tiny_run(drive, tmp_path / "rolled", steps=2, init=str(told.path), rollout_share=0.5)
+    assert load_checkpoint(train(rolled)).step == 2
+    assert starts and all(d is not None and d.shape == (4,) and (d >= 0).all() for d in starts)
+    assert any((d > 0).any() for d in starts)  # windows past their episode's first frame have travelled
 
 
 def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_data, tmp_path):

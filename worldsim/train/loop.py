@@ -530,11 +530,6 @@ def train(run: RunConfig) -> Path:
                 )
             setattr(model_cfg.edm, name, now)
     context = model_cfg.context if model_cfg is not None else run.model.context
-    if (model_cfg or run.model).odometer and cfg.rollout_share > 0:
-        raise ValueError(
-            "train.rollout_share rolls the generator out inside training, which does not yet keep an "
-            "odometer's distance (model.odometer): set train.rollout_share=0"
-        )
     if not (model_cfg or run.model).flow_channels:  # settings that only a flow gives a meaning
         for name, asked in (
             ("predicted_warp_share", cfg.predicted_warp_share > 0),
@@ -638,7 +633,8 @@ def train(run: RunConfig) -> Path:
             batch = concat_batches(batch, sampler.gather(entering[0][pick], entering[1][pick]))
         if n_rolled:
             batch = concat_batches(
-                batch, own_rollouts(ema, rollout_samplers, cfg, rank, world, batch_rng, noise_gen)
+                batch,
+                own_rollouts(ema, rollout_samplers, cfg, rank, world, batch_rng, noise_gen, odometer),
             )
         batch = with_first_frames(batch, sampler, empty_frame, cfg.first_frame_prob, batch_rng)
         if n_rigid:
@@ -789,19 +785,25 @@ def own_rollouts(
     world: int,
     rng: np.random.Generator,
     noise_gen: torch.Generator,
+    odometer: np.ndarray | None = None,
 ) -> WindowBatch:
     """The rolled-out share of a global batch (its last rows): windows whose context ends with
     1..``rollout_steps`` frames the EMA model made itself (``train.rollouts``), drawn from
     ``samplers[steps]`` so every transition can be the real target. Each rank rolls out only the rows
     it will train on (row ``i`` of the global batch goes to rank ``i % world``: ``dealt_to_ranks``, so
     every rank carries its share of the rollouts); the draws are the global batch's, so ranks agree
-    with one process."""
+    with one process. ``odometer`` (``flat_odometer``) gives a generator with an odometer each
+    window's distance to count on from."""
     n = rolled_rows(cfg)
     steps = int(rng.integers(1, cfg.rollout_steps + 1))
-    windows = samplers[steps].sample(n, rng)
+    sampler = samplers[steps]
+    windows = sampler.sample(n, rng)
     noise = [ema.draw_sampling_noise(n, noise_gen) for _ in range(steps)]
     position = np.arange(cfg.batch_size - n, cfg.batch_size)
-    return with_own_rollouts(windows, ema, steps, position % world == rank, noise)
+    distance = None
+    if odometer is not None:
+        distance = odometer_at(odometer, sampler.flat, windows.episode, windows.t, ema.cfg.odometer_trail)
+    return with_own_rollouts(windows, ema, steps, position % world == rank, noise, distance)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

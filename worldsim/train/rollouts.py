@@ -114,11 +114,15 @@ def with_own_rollouts(
     steps: int,
     rows: np.ndarray,
     noise: list[dict[str, torch.Tensor]],
+    odometer_m: np.ndarray | None = None,
 ) -> WindowBatch:
     """``shift_window(batch, steps)`` with the model's own frames as the new context frames of the
     rows ``rows`` (bool[B]; other rows keep the real frames: under data parallelism a rank rolls
     out only its own slice), and MuJoCo's last context frame as ``last_truth``. ``noise`` holds one
-    ``draw_sampling_noise`` of the whole batch per step, so the rollout of a row does not depend on which rows are rolled out with it."""
+    ``draw_sampling_noise`` of the whole batch per step, so the rollout of a row does not depend on which rows are rolled out with it.
+    ``odometer_m`` (``train.loop.odometer_at``, every row): the distance at each window's last context
+    frame, for a generator with an odometer; the rollout counts on from it over the frames it makes.
+    (The shifted window is then told the dataset's distance, as it is shown MuJoCo's target.)"""
     if steps == 0 or not rows.any():
         return shift_window(batch, steps)
     idx, k = np.flatnonzero(rows), batch.context.shape[1]
@@ -132,6 +136,7 @@ def with_own_rollouts(
             context_mask=torch.from_numpy(batch.context_mask[idx]),
             noise=[{key: v[idx] for key, v in draw.items()} for draw in noise[:steps]],
             frame_index=torch.from_numpy(batch.t[idx] + 1),
+            odometer_m=None if odometer_m is None else torch.from_numpy(odometer_m[idx]),
             scripts=scripts_of_prompts([batch.captions[i] for i in idx], model.cfg.family)
             if model.cfg.script_map
             else None,
