@@ -145,7 +145,6 @@ class DreamVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(n)]
         self._torch_gens = [torch.Generator().manual_seed(int(r.integers(2**62))) for r in self._rngs]
         self.scenes: list[Any] = [None] * n
-        self._scripts: list[Any] = [None] * n  # the agents each world's prompt scripts (script_of)
         self.captions: list[str] = [""] * n
         self._frames = torch.zeros(n, k, cfg.height, cfg.width, 3, dtype=torch.uint8, device=self.device)
         self._mask = torch.zeros(n, k, dtype=torch.bool, device=self.device)
@@ -187,7 +186,6 @@ class DreamVectorEnv(VectorEnv):
         for i in worlds:
             spec = fixed if fixed is not None else self.family.sample(self._rngs[i], self.split)
             self.scenes[i], self.captions[i] = spec, caption(spec)
-            self._scripts[i] = script_of(spec)
             self._colours[i] = torch.from_numpy(object_colours(spec))
         idx = torch.as_tensor(worlds, device=self.device)
         k = self.model.cfg.context
@@ -210,7 +208,7 @@ class DreamVectorEnv(VectorEnv):
                 noise=noise,
                 frame_index=0,
                 odometer_m=0.0,
-                scripts=[self._scripts[i] for i in worlds],
+                scripts=[script_of(self.scenes[i]) for i in worlds],
             )
         first = first.to(self.device)
         self._frames[idx] = first[:, None].expand(-1, k, *first.shape[1:])
@@ -263,7 +261,7 @@ class DreamVectorEnv(VectorEnv):
                 noise=self._noise(live),
                 frame_index=torch.from_numpy(self._steps[live] + 1),
                 odometer_m=self._odometer[idx],
-                scripts=[self._scripts[i] for i in live],
+                scripts=[script_of(self.scenes[i]) for i in live],
             )
             reward, logit = self.model.reward_termination(
                 ctx[:, -1], acts[:, -1], nxt, prompt, precision=self.sampling_precision

@@ -75,13 +75,15 @@ def test_a_step_is_the_nearest_move_and_nothing_without_an_edge_next_to_road():
         marking_phase(torch.zeros(64, 64, 3), MARKINGS)
 
 
-def _tiny_drive_model(**kw):
+def tiny_drive_model(captions: list[str] | None = None, **kw):
+    """A small Drive generator (64x64, context 2) whose vocabulary reads ``captions``."""
     from worldsim.model.prompt import PromptTokenizer
     from worldsim.model.unet import UNetConfig
     from worldsim.model.world_model import WorldModel, WorldModelConfig
 
-    captions = ["drive: red ego car, lane 0.00, speed 8.00 m/s; magenta pedestrian, x 40.00 m"]
+    captions = captions or ["drive: red ego car, lane 0.00, speed 8.00 m/s; magenta pedestrian, x 40.00 m"]
     cfg = WorldModelConfig(
+        family="drive",
         width=64,
         height=64,
         context=2,
@@ -101,7 +103,7 @@ def test_a_generator_told_the_distance_starts_as_it_was_and_its_rollout_counts_i
     """Its odometer input starts at zero (fine-tuning adds it to a checkpoint as the clock is
     added); once it has weights the distance changes the frame; a rollout hands each step the
     distance of the frames made before it, counted by ``odometer_step``; and the distance is required."""
-    model, captions = _tiny_drive_model(odometer=True, odometer_markings=MARKINGS)
+    model, captions = tiny_drive_model(odometer=True, odometer_markings=MARKINGS)
     ctx = torch.from_numpy(np.stack([_road(5), _road(9)]))[None]
     acts, prompt = torch.zeros(1, 2, 2), model.encode_prompts(captions)
 
@@ -142,10 +144,10 @@ def test_a_generator_told_the_distance_starts_as_it_was_and_its_rollout_counts_i
         (made[:, 0].tolist(), made[:, 1].tolist()),
         (made[:, 1].tolist(), made[:, 2].tolist()),
     ]
-    plain, _ = _tiny_drive_model()
+    plain, _ = tiny_drive_model()
     assert float(plain.odometer_step(ctx[:, 0], ctx[:, 1])) == 0.0  # no odometer: nothing counted
     with pytest.raises(ValueError, match="odometer_markings"):
-        _tiny_drive_model(odometer=True)
+        tiny_drive_model(odometer=True)
 
 
 def test_training_reads_each_episodes_distance_from_its_own_first_frame():
@@ -213,7 +215,7 @@ def test_a_trail_of_distances_tells_the_generator_its_speed_and_moves_on_with_ea
     rollout starts from real frames holds their distances."""
     from worldsim.model.world_model import speed_features
 
-    model, captions = _tiny_drive_model(odometer=True, odometer_markings=MARKINGS, odometer_trail=4)
+    model, captions = tiny_drive_model(odometer=True, odometer_markings=MARKINGS, odometer_trail=4)
     ctx = torch.from_numpy(np.stack([_road(5), _road(9)]))[None]
     acts, prompt = torch.zeros(1, 2, 2), model.encode_prompts(captions)
     nan = float("nan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_odometry import tiny_drive_model
 
 from worldsim.model.odometry import OdometerConfig
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, ScriptMapConfig, coverage, paint
@@ -96,30 +97,17 @@ def test_a_scene_without_scripted_agents_has_an_empty_map_and_no_camera():
         script_map_camera("balls", 64, 64)
 
 
-def _tiny_drive_model(**kw):
-    from worldsim.model.prompt import PromptTokenizer
-    from worldsim.model.unet import UNetConfig
-    from worldsim.model.world_model import WorldModel, WorldModelConfig
+def _mapped_model():
+    """A small Drive generator with an odometer and a script map, whose vocabulary reads SPEC's caption."""
     from worldsim.scenes import caption
 
-    captions = [caption(SPEC)]
-    cfg = WorldModelConfig(
-        family="drive",
-        width=64,
-        height=64,
-        context=2,
-        cond_dim=32,
-        vocab=PromptTokenizer.from_captions(captions).vocab,
-        unet=UNetConfig(channels=[16, 16], blocks_per_level=1, unshuffle=4, attention=False, groups=4),
-        sampling_context_noise=0.0,
+    return tiny_drive_model(
+        [caption(SPEC)],
         odometer=True,
         odometer_markings=OdometerConfig(**road_markings(64, 64)),
-        **kw,
+        script_map=True,
+        script_map_camera=CAMERA,
     )
-    cfg.prompt.dim, cfg.prompt.layers, cfg.prompt.heads, cfg.prompt.out_dim = 16, 1, 2, 16
-    cfg.heads.channels, cfg.heads.hidden = 4, 16
-    torch.manual_seed(0)
-    return WorldModel(cfg).eval(), captions
 
 
 def test_a_generator_shown_the_map_needs_scripts_reads_them_and_its_camera_runs_one_step_on():
@@ -127,7 +115,7 @@ def test_a_generator_shown_the_map_needs_scripts_reads_them_and_its_camera_runs_
     and the map is drawn with the camera one step past the last context frame."""
     from worldsim.model.world_model import WorldModel
 
-    model, captions = _tiny_drive_model(script_map=True, script_map_camera=CAMERA)
+    model, captions = _mapped_model()
     frames, xs = _drive(SPEC, 12)
     ctx = torch.from_numpy(frames[None, 10:12])
     acts, prompt = torch.zeros(1, 2, 2), model.encode_prompts(captions)
@@ -184,7 +172,7 @@ def test_a_generator_shown_the_map_needs_scripts_reads_them_and_its_camera_runs_
 def test_the_loss_teaches_the_u_net_s_weights_on_the_map_where_an_agent_is_in_view():
     """Trained on a frame where the pedestrian is in view, the gradient reaches the U-Net's weights
     on the map's channels; where the script puts no agent in view the map is empty and it does not."""
-    model, captions = _tiny_drive_model(script_map=True, script_map_camera=CAMERA)
+    model, captions = _mapped_model()
     model.train()
     with torch.no_grad():  # a fresh U-Net's head is zero: nothing would reach its stem
         model.unet.head.weight.normal_(0.0, 0.2)

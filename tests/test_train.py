@@ -32,6 +32,13 @@ def tiny_data(tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory) -> Path:
+    """Two short Drive episodes: a camera that travels, for the odometer and the script map."""
+    out = tmp_path_factory.mktemp("drive") / "drive"
+    return collect("drive", episodes=2, out=out, num_envs=2, seed=1, max_steps=24, progress=False)
+
+
 def tiny_model() -> WorldModelConfig:
     cfg = WorldModelConfig(
         context=2, cond_dim=32, unet=UNetConfig(channels=[16, 16], blocks_per_level=1, groups=4)
@@ -359,14 +366,11 @@ def test_fine_tuning_may_add_a_clock_but_not_change_one(tiny_data, tmp_path):
 
 
 def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
-    tiny_data, tmp_path, monkeypatch
+    tiny_data, drive, tmp_path, monkeypatch
 ):
     """Drive's camera travels: an odometer added by fine-tuning reads its road markings (filled in from
     the scene) and its weights learn from the distances of the windows; Balls' camera stands still
     (refused); rolled-out rows count on from their windows' distances."""
-    drive = collect(
-        "drive", episodes=2, out=tmp_path / "drive", num_envs=2, seed=1, max_steps=24, progress=False
-    )
     first = train(tiny_run(drive, tmp_path / "first", steps=2))
     run = tiny_run(drive, tmp_path / "told", steps=3, init=str(first))
     run.model.odometer = True
@@ -402,13 +406,10 @@ def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
     assert any((d > 0).any() for d in starts)  # windows past their episode's first frame have travelled
 
 
-def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_data, tmp_path):
+def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_data, drive, tmp_path):
     """A script map joins the U-Net's input last, with zero weights (the generator starts as the
     function it was); it needs an odometer (Drive's camera travels) and a
     scene that scripts agents (Balls scripts none)."""
-    drive = collect(
-        "drive", episodes=2, out=tmp_path / "drive", num_envs=2, seed=1, max_steps=24, progress=False
-    )
     run = tiny_run(drive, tmp_path / "first", steps=2)
     run.model.odometer = True
     first = load_checkpoint(train(run))

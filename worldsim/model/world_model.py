@@ -187,6 +187,15 @@ def odometer_features(odometer_m: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, d.clamp_min(0.0).sqrt()], dim=1)
 
 
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer whose weights and bias start at zero: a conditioning input added this way
+    changes nothing until it has learned, so fine-tuning can add it to a trained generator."""
+    layer = nn.Linear(in_features, out_features)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def latest_distance(odometer: torch.Tensor) -> torch.Tensor:
     """The distance at the last context frame: ``odometer[B]`` itself, or a trail's last column."""
     return odometer[:, -1] if odometer.ndim == 2 else odometer
@@ -316,9 +325,7 @@ class WorldModel(nn.Module):
         if cfg.clock_frames:
             # Joins the conditioning MLP's hidden layer. It starts at zero, so a generator given a clock
             # when fine-tuned starts as the function it was (``train.init``).
-            self.clock_in = nn.Linear(1 + 2 * CLOCK_HARMONICS, cfg.cond_dim)
-            nn.init.zeros_(self.clock_in.weight)
-            nn.init.zeros_(self.clock_in.bias)
+            self.clock_in = zero_linear(1 + 2 * CLOCK_HARMONICS, cfg.cond_dim)
         if cfg.odometer:
             if cfg.odometer_markings is None:
                 raise ValueError(
@@ -326,9 +333,7 @@ class WorldModel(nn.Module):
                     "from the scene)"
                 )
             # Zero at the start, as the clock: fine-tuning may add an odometer to a checkpoint.
-            self.odometer_in = nn.Linear(2, cfg.cond_dim)
-            nn.init.zeros_(self.odometer_in.weight)
-            nn.init.zeros_(self.odometer_in.bias)
+            self.odometer_in = zero_linear(2, cfg.cond_dim)
         if cfg.odometer_trail:
             if not cfg.odometer or cfg.odometer_trail < 2:
                 raise ValueError(
@@ -336,9 +341,7 @@ class WorldModel(nn.Module):
                     "last frames: it needs odometer=true and a trail of 2 frames or more"
                 )
             # Zero at the start too: fine-tuning may add a trail to a generator with an odometer.
-            self.speed_in = nn.Linear(2, cfg.cond_dim)
-            nn.init.zeros_(self.speed_in.weight)
-            nn.init.zeros_(self.speed_in.bias)
+            self.speed_in = zero_linear(2, cfg.cond_dim)
         if cfg.script_map:
             if cfg.script_map_camera is None:
                 raise ValueError(
