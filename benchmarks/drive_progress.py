@@ -32,7 +32,7 @@ from policies import make_policy
 from worldsim.checkpoints import load_world_model
 from worldsim.data.loader import Dataset, Episode, load_dataset
 from worldsim.dream import dream
-from worldsim.model.odometry import odometer_m, step_m
+from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.world_model import WorldModel
 from worldsim.scenes import caption, sample, script_of
 from worldsim.train.fidelity import generate
@@ -41,6 +41,18 @@ TEACHER_STARTS = range(0, 90, 6)  # first context frame of the teacher-forced wi
 HORIZONS = (10, 30, 60, 100)
 MOVING_M = 0.2  # a step where MuJoCo's car moves at least this far (2 m/s) counts as moving
 BLOCK = 50  # frames per block of a minute-long dream
+
+
+def distance_ratio(generated: torch.Tensor, truth: torch.Tensor, markings: OdometerConfig) -> dict:
+    """Distance the odometer reads over videos ``uint8[E, T, H, W, 3]`` that start from the same real
+    frame, generated against MuJoCo's: means in metres and the ratio of the sums."""
+    driven = odometer_m(generated, markings)[:, -1].numpy()
+    true = odometer_m(truth, markings)[:, -1].numpy()
+    return {
+        "generated_m": float(driven.mean()),
+        "mujoco_m": float(true.mean()),
+        "ratio": float(driven.sum() / true.sum()),
+    }
 
 
 def teacher_forced(model: WorldModel, episodes: list[Episode]) -> dict[str, float]:
@@ -83,14 +95,7 @@ def closed_loop(model: WorldModel, episodes: list[Episode]) -> dict[str, dict[st
         frames = torch.from_numpy(generate(model, part, h))
         last = torch.from_numpy(np.stack([e.frames[k - 1 : k] for e in part]))
         truth = torch.from_numpy(np.stack([e.frames[k - 1 : k + h] for e in part]))
-        driven = odometer_m(torch.cat([last, frames], 1), markings)[:, -1].numpy()
-        true = odometer_m(truth, markings)[:, -1].numpy()
-        out[str(h)] = {
-            "episodes": len(part),
-            "generated_m": float(driven.mean()),
-            "mujoco_m": float(true.mean()),
-            "ratio": float(driven.sum() / true.sum()),
-        }
+        out[str(h)] = {"episodes": len(part), **distance_ratio(torch.cat([last, frames], 1), truth, markings)}
     return out
 
 

@@ -105,3 +105,30 @@ def test_error_breakdown_counts_each_object_found_missed_and_drawn_from_nothing(
     }
     assert rows["c"]["ghost"] == 1 and rows["c"]["found_error_px"] is None
     assert agent_curve([centroid_errors(truth, other, pal)]) == [1.0, 1.0, 1.0]
+
+
+def test_drive_progress_reads_mujocos_distance_as_whole_and_a_slow_or_frozen_car_as_short(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import torch
+    from drive_progress import distance_ratio
+
+    from worldsim.checkpoints import load_world_model
+    from worldsim.evaluate import make_episodes
+
+    markings = load_world_model(None, "drive").cfg.odometer_markings
+    k, horizon = 4, 20
+    truth = torch.from_numpy(
+        np.stack(
+            [
+                e.frames[k - 1 : k + horizon]
+                for e in make_episodes("drive", "id", 3, horizon, k, 1000, (64, 64))
+            ]
+        )
+    )
+    whole = distance_ratio(truth, truth, markings)
+    assert whole["mujoco_m"] > 5.0, "MuJoCo's cars should drive several metres in 20 steps"
+    assert whole["ratio"] == 1.0
+    frozen = truth[:, :1].expand_as(truth).contiguous()
+    assert distance_ratio(frozen, truth, markings)["ratio"] == 0.0
+    half_speed = truth[:, torch.arange(truth.shape[1]) // 2]  # each frame twice: half as far
+    assert 0.35 < distance_ratio(half_speed, truth, markings)["ratio"] < 0.65
