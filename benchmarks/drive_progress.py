@@ -127,6 +127,8 @@ def main(argv: list[str]) -> None:
     if data.family != "drive":
         raise SystemExit(f"drive_progress reads a road's markings: give a Drive dataset, not {data.family}")
     model = load_world_model(args.get("checkpoint"), "drive", "cpu")
+    if model.cfg.odometer_markings is None:
+        raise SystemExit("drive_progress reads the markings a generator's odometer knows: this one has none")
     episodes = [data.episode(i) for i in range(len(data))]
     result = {
         "data": args["data"],
