@@ -271,7 +271,7 @@ class DreamVectorEnv(VectorEnv):
             self._frames[idx] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             self._mask[idx] = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
             self._actions[idx] = acts
-            self._odometer[idx] = self.model.advance_odometer(self._odometer[idx], ctx[:, -1], nxt)
+            self._odometer[idx] = self.model.advance_odometer(self._odometer[idx], ctx[:, -1], nxt, acts)
             self._steps[live] += 1
         if restarting.any():
             self._start(np.flatnonzero(restarting), None)

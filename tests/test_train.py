@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -404,6 +405,33 @@ def test_fine_tuning_may_add_an_odometer_on_drive_which_learns_and_nowhere_else(
     assert load_checkpoint(train(rolled)).step == 2
     assert starts and all(d is not None and d.shape == (4,) and (d >= 0).all() for d in starts)
     assert any((d > 0).any() for d in starts)  # windows past their episode's first frame have travelled
+
+
+def test_fine_tuning_may_add_odometer_dynamics_fitted_before_the_run_and_kept(drive, tmp_path):
+    """Odometer dynamics added by fine-tuning are fitted to the dataset's distances before the run
+    (figures written beside it), leave every other weight as the checkpoint had it (no step: the
+    same generator), need a trail, and a further fine-tuning keeps them as they are."""
+    first = train(tiny_run(drive, tmp_path / "first", steps=2))
+    trailed = tiny_run(drive, tmp_path / "trailed", steps=1, init=str(first))
+    trailed.model.odometer, trailed.model.odometer_trail = True, 4
+    trail = load_checkpoint(train(trailed))
+    run = tiny_run(drive, tmp_path / "dyn", steps=0, init=str(trail.path))
+    run.model.odometer_dynamics = True
+    dyn = load_checkpoint(train(run))
+    fitted = json.loads((tmp_path / "dyn" / "odometer_dynamics.json").read_text())
+    assert dyn.config["odometer_dynamics"] and fitted["windows"] > 0 and np.isfinite(fitted["rms_step_error_m"])
+    heads = {k: v for k, v in dyn.state_dict.items() if k.startswith("odometer_dynamics.")}
+    assert heads and any(v.abs().sum() > 0 for v in heads.values())
+    for k, v in trail.state_dict.items():
+        torch.testing.assert_close(dyn.state_dict[k], v)
+    kept = load_checkpoint(train(tiny_run(drive, tmp_path / "kept", steps=1, init=str(dyn.path))))
+    for k, v in heads.items():
+        torch.testing.assert_close(kept.state_dict[k], v)
+    assert not (tmp_path / "kept" / "odometer_dynamics.json").exists()
+    untrailed = tiny_run(drive, tmp_path / "untrailed", steps=0, init=str(first))
+    untrailed.model.odometer, untrailed.model.odometer_dynamics = True, True
+    with pytest.raises(ValueError, match="odometer_trail"):
+        train(untrailed)
 
 
 def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_data, drive, tmp_path):

@@ -102,7 +102,7 @@ def dream(
             odometer_m=odometer,
             scripts=scripts,
         )
-        odometer = model.advance_odometer(odometer, ctx[:, -1], nxt)
+        odometer = model.advance_odometer(odometer, ctx[:, -1], nxt, past)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
         mask = torch.cat([mask[:, 1:], torch.ones(1, 1, dtype=torch.bool, device=device)], dim=1)
         generated.append(nxt[0].cpu().numpy())

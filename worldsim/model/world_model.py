@@ -27,7 +27,11 @@ Design choices, each measured on Balls (see the README):
   the same everywhere, never shows. The rollout keeps the distance as it keeps the clock, from the
   dashes' scroll in the frames it makes. With ``odometer_trail=M`` it is also told the mean step
   over the last M frames: a speed that K frames of whole-pixel moves alias (the dashes move 4 or 5
-  rows a step at 8 m/s), so that one step's error is not read back as a change of speed.
+  rows a step at 8 m/s), so that one step's error is not read back as a change of speed. With
+  ``odometer_dynamics`` a rollout counts its distance by a small network fitted to the dataset's
+  odometer and actions (``worldsim.model.odometer_dynamics``) instead of re-reading each step off the
+  frames it made: drawn a little short, a step re-read is a slower car, and over a minute the car
+  stopped.
 - A generator may move the last frame's pixels by a predicted forward displacement field before
   drawing the change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it
   is unsure of then moves whole, to its mean position, instead of blending into the places it may
@@ -53,6 +57,7 @@ from torch import nn
 from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, training_loss
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
+from worldsim.model.odometer_dynamics import OdometerDynamics, known_step
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
@@ -89,6 +94,7 @@ class WorldModelConfig:
     odometer: bool = False  # told the distance the camera has travelled, read off the road's markings
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
     odometer_trail: int = 0  # > 1: odometer_m is the distance at the last this many frames (a speed)
+    odometer_dynamics: bool = False  # a rollout counts its distance by learned dynamics, not its frames
     script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
     script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
@@ -342,6 +348,16 @@ class WorldModel(nn.Module):
                 )
             # Zero at the start too: fine-tuning may add a trail to a generator with an odometer.
             self.speed_in = zero_linear(2, cfg.cond_dim)
+        if cfg.odometer_dynamics:
+            if not cfg.odometer_trail:
+                raise ValueError(
+                    "odometer_dynamics count a rollout's distance from the steps of its trail: it needs "
+                    "odometer_trail (2 or more)"
+                )
+            # Fitted to the dataset's odometer before the generator trains (train.loop), then kept:
+            # the frame loss never reaches it.
+            self.odometer_dynamics = OdometerDynamics(cfg.odometer_trail, cfg.context, cfg.action_dim)
+            self.odometer_dynamics.requires_grad_(False)
         if cfg.script_map:
             if cfg.script_map_camera is None:
                 raise ValueError(
@@ -424,11 +440,27 @@ class WorldModel(nn.Module):
         return self._odometer(torch.zeros(b, device=device), b, torch.device(device))
 
     def advance_odometer(
-        self, odometer: torch.Tensor, before_uint8: torch.Tensor, after_uint8: torch.Tensor
+        self,
+        odometer: torch.Tensor,
+        before_uint8: torch.Tensor,
+        after_uint8: torch.Tensor,
+        actions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``odometer`` (``float[B]`` or a trail ``[B, M]``) one frame on, from frames ``before`` to
-        ``after`` (``odometer_step``): what a caller stepping a rollout itself keeps."""
+        ``after``: what a caller stepping a rollout itself keeps. The step is read off the two frames
+        (``odometer_step``), or, for a generator with ``odometer_dynamics``, predicted from the trail
+        and ``actions[B, K, A]`` (the window ``predict_next`` was given) wherever the trail holds a
+        step (an episode's first step is read off the frames)."""
         step = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
+        if self.cfg.odometer_dynamics:
+            if actions is None or actions.shape[:2] != (odometer.shape[0], self.cfg.context):
+                raise ValueError(
+                    "this generator counts its distance by the odometer's dynamics: pass actions, the "
+                    f"[B, {self.cfg.context}, {self.cfg.action_dim}] window predict_next was given"
+                )
+            with torch.no_grad():
+                predicted = self.odometer_dynamics(odometer, actions.to(odometer.device))
+            step = torch.where(known_step(odometer), predicted, step)
         if odometer.ndim == 2:
             return torch.cat([odometer[:, 1:], odometer[:, -1:] + step[:, None]], dim=1)
         return odometer + step
@@ -489,7 +521,10 @@ class WorldModel(nn.Module):
         )
         if self.cfg.odometer and self.cfg.context > 1:
             moved = context_mask[:, -2] & context_mask[:, -1]
-            camera = camera + moved * self.odometer_step(context_uint8[:, -2], context_uint8[:, -1])
+            step = self.odometer_step(context_uint8[:, -2], context_uint8[:, -1])
+            if self.cfg.odometer_dynamics:  # the trail's last step: the distance the rollout counted
+                step = torch.where(known_step(odometer), odometer[:, -1] - odometer[:, -2], step)
+            camera = camera + moved * torch.nan_to_num(step)
         return paint(scripts, index, camera, self.cfg.script_map_camera, self.cfg.height, self.cfg.width)
 
     def _frame_index(self, frame_index: torch.Tensor | int | None, b: int, device: torch.device):
@@ -884,7 +919,7 @@ class WorldModel(nn.Module):
                 scripts=scripts,
             )
             if odometer is not None:
-                odometer = self.advance_odometer(odometer, ctx[:, -1], nxt)
+                odometer = self.advance_odometer(odometer, ctx[:, -1], nxt, acts[:, t : t + k])
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             mask = torch.cat([mask[:, 1:], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset
 from worldsim.model.edm import LOSSES
+from worldsim.model.odometer_dynamics import dynamics_samples, fit_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.script_map import ScriptMapConfig
@@ -174,7 +175,14 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), the
 # U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
 # weights on the colours' moves (its last input channels) and how much of them it carries.
-ADDED_BY_FINE_TUNING = ("clock_in.", "odometer_in.", "speed_in.", "flow_net.", "flow_carry")
+ADDED_BY_FINE_TUNING = (
+    "clock_in.",
+    "odometer_in.",
+    "speed_in.",
+    "odometer_dynamics.",
+    "flow_net.",
+    "flow_carry",
+)
 STEM = "unet.stem.weight"
 FLOW_STEM = "flow_net.stem.weight"
 
@@ -304,6 +312,31 @@ def odometer_at(
     out = np.where(frames >= 0, odometer[where], np.nan).astype(np.float32)
     out[t < 0, -1] = 0.0
     return out
+
+
+def init_has_dynamics(init: Checkpoint | None) -> bool:
+    """Whether a fine-tuning's checkpoint brings its own odometer dynamics (kept, not refitted)."""
+    return init is not None and bool(init.config.get("odometer_dynamics", False))
+
+
+def fit_odometer_dynamics(model: WorldModel, flat: Any, seed: int) -> dict[str, float]:
+    """Fit ``model``'s odometer dynamics to the distances its odometer reads off every frame of the
+    dataset and the actions taken (``worldsim.model.odometer_dynamics``); its held-out figures."""
+    cfg = model.cfg
+    windows = dynamics_samples(
+        flat_odometer(flat, cfg.odometer_markings),
+        flat.frame_start,
+        flat.action_start,
+        flat.steps,
+        flat.actions,
+        cfg.odometer_trail,
+        cfg.context,
+    )
+    device = next(model.parameters()).device
+    module = model.odometer_dynamics
+    fitted = fit_dynamics(module.cpu(), *windows, seed=seed)
+    module.to(device)
+    return fitted
 
 
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
@@ -513,6 +546,8 @@ def train(run: RunConfig) -> Path:
                     f"(model.odometer_trail={run.model.odometer_trail} asks for another)"
                 )
             model_cfg.odometer_trail = run.model.odometer_trail  # its input starts at zero
+        if run.model.odometer_dynamics and not model_cfg.odometer_dynamics:
+            model_cfg.odometer_dynamics = True  # fitted before the run (the frame model is unchanged)
         if run.model.script_map and not model_cfg.script_map:
             # fine-tuning may add a script map (the U-Net's weights on it start at zero)
             model_cfg.script_map = True
@@ -562,6 +597,11 @@ def train(run: RunConfig) -> Path:
         load_init(init, model, cfg.fresh_unet, cfg.fresh_flow)
     elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
+    if resume is None and model_cfg.odometer_dynamics and not init_has_dynamics(init):
+        fitted = fit_odometer_dynamics(model, sampler.flat, cfg.seed)
+        if rank == 0:
+            print(f"odometer dynamics fitted: {json.dumps(fitted)}", flush=True)
+            (out / "odometer_dynamics.json").write_text(json.dumps(fitted, indent=2))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch
