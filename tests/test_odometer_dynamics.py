@@ -77,7 +77,9 @@ def test_a_rollout_counts_its_distance_by_the_dynamics_once_it_has_a_step():
         model.advance_odometer(coasting, before, after)
     frames = torch.stack([before, after], dim=1)
     trail = torch.tensor([[nan, 0.0, 0.5, 1.0]])
-    rolled = model.rollout(frames, acts[:, :1], torch.zeros(1, 3, 2), captions, frame_index=2, odometer_m=trail)
+    rolled = model.rollout(
+        frames, acts[:, :1], torch.zeros(1, 3, 2), captions, frame_index=2, odometer_m=trail
+    )
     assert rolled.shape == (1, 3, 64, 64, 3)
 
 

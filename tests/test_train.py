@@ -419,7 +419,9 @@ def test_fine_tuning_may_add_odometer_dynamics_fitted_before_the_run_and_kept(dr
     run.model.odometer_dynamics = True
     dyn = load_checkpoint(train(run))
     fitted = json.loads((tmp_path / "dyn" / "odometer_dynamics.json").read_text())
-    assert dyn.config["odometer_dynamics"] and fitted["windows"] > 0 and np.isfinite(fitted["rms_step_error_m"])
+    assert (
+        dyn.config["odometer_dynamics"] and fitted["windows"] > 0 and np.isfinite(fitted["rms_step_error_m"])
+    )
     heads = {k: v for k, v in dyn.state_dict.items() if k.startswith("odometer_dynamics.")}
     assert heads and any(v.abs().sum() > 0 for v in heads.values())
     for k, v in trail.state_dict.items():

@@ -43,7 +43,9 @@ class OdometerDynamics(nn.Module):
     def __init__(self, trail: int, context: int, action_dim: int) -> None:
         super().__init__()
         if trail < 2:
-            raise ValueError(f"odometer dynamics read the steps of a trail of 2 or more distances, got {trail}")
+            raise ValueError(
+                f"odometer dynamics read the steps of a trail of 2 or more distances, got {trail}"
+            )
         self.steps = trail - 1
         n_in = 1 + 2 * self.steps + 2 * context * action_dim
         self.net = nn.Sequential(
