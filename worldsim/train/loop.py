@@ -174,7 +174,9 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # What fine-tuning may add to a checkpoint's generator. The generator still starts as the function it
 # was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), the
 # U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
-# weights on the colours' moves (its last input channels) and how much of them it carries.
+# weights on the colours' moves (its last input channels) and how much of them it carries. Odometer
+# dynamics are fitted before the run (``fit_odometer_dynamics``): the next-frame function is the
+# checkpoint's, and only how a rollout counts its distance changes.
 ADDED_BY_FINE_TUNING = (
     "clock_in.",
     "odometer_in.",
