@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from tests.test_odometry import MARKINGS, _road, tiny_drive_model
-from worldsim.model.odometer_dynamics import OdometerDynamics, dynamics_samples, fit_dynamics
+from worldsim.model.odometer_dynamics import OdometerDynamics, fit_dynamics
+from worldsim.train.loop import dynamics_windows
 
 
 def _cars(episodes: int, steps: int, seed: int = 0):
-    """Flat arrays of a car whose step follows ``s' = 0.9 s + 0.2 throttle`` (a first-order lag, as
-    a car's speed under rolling losses), throttle random per step: what ``dynamics_samples`` reads."""
+    """The distance at every frame and the flat arrays of a car whose step follows ``s' = 0.9 s +
+    0.2 throttle`` (a first-order lag, as a car's speed under rolling losses), throttle random per
+    step: what ``dynamics_windows`` reads."""
     rng = np.random.default_rng(seed)
     odometer, actions = [], []
     for _ in range(episodes):
@@ -24,24 +28,24 @@ def _cars(episodes: int, steps: int, seed: int = 0):
         odometer.append(np.array(d, np.float32))
         actions.append(acts)
     starts = np.arange(episodes, dtype=np.int64)
-    return (
-        np.concatenate(odometer),
-        starts * (steps + 1),
-        starts * steps,
-        np.full(episodes, steps, np.int64),
-        np.concatenate(actions),
+    flat = SimpleNamespace(
+        frame_start=starts * (steps + 1),
+        action_start=starts * steps,
+        steps=np.full(episodes, steps, np.int64),
+        actions=np.concatenate(actions),
     )
+    return np.concatenate(odometer), flat
 
 
 def test_the_windows_are_aligned_as_the_generators():
     """A window ending at frame t holds the distances up to t (NaN before the episode), the actions
     up to t (zeros before it, the last the one taken at t) and the step from t to t+1."""
-    odometer, f0, a0, steps, actions = _cars(2, 5)
-    trails, acts, targets = dynamics_samples(odometer, f0, a0, steps, actions, trail=3, context=2)
+    odometer, flat = _cars(2, 5)
+    trails, acts, targets = dynamics_windows(odometer, flat, trail=3, context=2)
     assert trails.shape == (2 * 4, 3) and acts.shape == (2 * 4, 2, 2) and targets.shape == (8,)
     first = odometer[:6]  # episode 0, frames 0..5; its first window ends at frame 1
     assert torch.isnan(trails[0, 0]) and trails[0, 1:].tolist() == pytest.approx(first[:2].tolist())
-    torch.testing.assert_close(acts[0], torch.from_numpy(actions[:2]))
+    torch.testing.assert_close(acts[0], torch.from_numpy(flat.actions[:2]))
     assert targets[0].item() == pytest.approx(first[2] - first[1])
     assert trails[4, 1:].tolist() == pytest.approx(odometer[6:8].tolist())  # episode 1 starts afresh
 
@@ -49,9 +53,9 @@ def test_the_windows_are_aligned_as_the_generators():
 def test_fitted_dynamics_predict_the_next_step_far_better_than_repeating_the_last():
     """On a car whose speed lags its throttle the fitted network's step error is a fraction of
     repeating the last step's (which cannot know the throttle), on windows it did not learn from."""
-    odometer, f0, a0, steps, actions = _cars(60, 30)
+    odometer, flat = _cars(60, 30)
     module = OdometerDynamics(trail=4, context=2, action_dim=2)
-    fitted = fit_dynamics(module, *dynamics_samples(odometer, f0, a0, steps, actions, 4, 2), iterations=500)
+    fitted = fit_dynamics(module, *dynamics_windows(odometer, flat, 4, 2), iterations=500)
     assert fitted["rms_step_error_m"] < 0.25 * fitted["repeat_last_step_rms_m"], fitted
     assert not any(p.requires_grad for p in module.parameters())  # kept as fitted while the generator trains
 

@@ -220,6 +220,14 @@ class _Flat:
         return flat
 
 
+def window_actions(flat: Any, episode: np.ndarray, act_t: np.ndarray) -> np.ndarray:
+    """The actions at steps ``act_t[B, N]`` of each ``episode[B]`` of a sampler's flat arrays,
+    ``float32[B, N, 2]``, zeros before the episode's first step (a window at its start is padded)."""
+    actions = flat.actions[flat.action_start[episode][:, None] + np.maximum(act_t, 0)]
+    actions[act_t < 0] = 0.0
+    return actions
+
+
 @dataclass(frozen=True)
 class WindowBatch:
     """A batch of training windows; alignment in the module docstring."""
@@ -312,8 +320,7 @@ class WindowSampler:
         act_t = t[:, None] + np.arange(-k + 1, h)  # [B, K+H-1]
         next_t = t[:, None] + np.arange(h)  # [B, H]: transitions t .. t+H-1
         fs, as_ = f.frame_start[episode][:, None], f.action_start[episode][:, None]
-        actions = f.actions[as_ + np.maximum(act_t, 0)]
-        actions[act_t < 0] = 0.0
+        actions = window_actions(f, episode, act_t)
         return WindowBatch(
             context=f.frames[fs + np.maximum(ctx_t, 0)],
             context_mask=ctx_t >= 0,

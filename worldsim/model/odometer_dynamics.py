@@ -20,7 +20,6 @@ callers read the first step off the frames.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -65,38 +64,6 @@ class OdometerDynamics(nn.Module):
         return (last[:, 0] + self.net(x)[:, 0]).clamp_min(0.0)
 
 
-def dynamics_samples(
-    odometer: np.ndarray,
-    frame_start: np.ndarray,
-    action_start: np.ndarray,
-    steps: np.ndarray,
-    actions: np.ndarray,
-    trail: int,
-    context: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every window of a dataset's flat arrays with a known step and a next frame, as
-    ``(trail[N, M], actions[N, K, A], next_step[N])``. ``odometer`` is the distance at every frame
-    (``train.loop.flat_odometer``), the other arrays the sampler's flat offsets and actions."""
-    trails, acts, targets = [], [], []
-    for f0, a0, n in zip(frame_start, action_start, steps, strict=True):
-        if n < 2:
-            continue
-        dist = odometer[f0 : f0 + n + 1].astype(np.float32)
-        padded = np.concatenate([np.full(trail - 1, np.nan, np.float32), dist])
-        padded_actions = np.concatenate(
-            [np.zeros((context - 1, actions.shape[1]), np.float32), actions[a0 : a0 + n]]
-        )
-        t = np.arange(1, n)  # last context frame: a known step before it and a frame after it
-        trails.append(padded[t[:, None] + np.arange(trail)[None]])
-        acts.append(padded_actions[t[:, None] + np.arange(context)[None]])
-        targets.append(dist[t + 1] - dist[t])
-    return (
-        torch.from_numpy(np.concatenate(trails)),
-        torch.from_numpy(np.concatenate(acts)),
-        torch.from_numpy(np.concatenate(targets)),
-    )
-
-
 def fit_dynamics(
     module: OdometerDynamics,
     trails: torch.Tensor,
@@ -108,7 +75,7 @@ def fit_dynamics(
     seed: int = 0,
     holdout: float = 0.1,
 ) -> dict[str, float]:
-    """Fit ``module`` to the windows (``dynamics_samples``) by Adam on the squared step error, and
+    """Fit ``module`` to the windows (``train.loop.dynamics_windows``) by Adam on the squared step error, and
     return its RMS error (m) on a held-out share of them next to that of repeating the last step.
     Seconds on a CPU: the network is a few thousand weights and the inputs are numbers."""
     gen = torch.Generator().manual_seed(seed)

@@ -451,7 +451,6 @@ class WorldModel(nn.Module):
         (``odometer_step``), or, for a generator with ``odometer_dynamics``, predicted from the trail
         and ``actions[B, K, A]`` (the window ``predict_next`` was given) wherever the trail holds a
         step (an episode's first step is read off the frames)."""
-        step = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
         if self.cfg.odometer_dynamics:
             if actions is None or actions.shape[:2] != (odometer.shape[0], self.cfg.context):
                 raise ValueError(
@@ -459,8 +458,13 @@ class WorldModel(nn.Module):
                     f"[B, {self.cfg.context}, {self.cfg.action_dim}] window predict_next was given"
                 )
             with torch.no_grad():
-                predicted = self.odometer_dynamics(odometer, actions.to(odometer.device))
-            step = torch.where(known_step(odometer), predicted, step)
+                step = self.odometer_dynamics(odometer, actions.to(odometer.device))
+            known = known_step(odometer)
+            if not known.all():  # the frames are read only for the worlds at their first step
+                read = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
+                step = torch.where(known, step, read)
+        else:
+            step = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
         if odometer.ndim == 2:
             return torch.cat([odometer[:, 1:], odometer[:, -1:] + step[:, None]], dim=1)
         return odometer + step

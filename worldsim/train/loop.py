@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset
+from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset, window_actions
 from worldsim.model.edm import LOSSES
-from worldsim.model.odometer_dynamics import dynamics_samples, fit_dynamics
+from worldsim.model.odometer_dynamics import fit_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.script_map import ScriptMapConfig
@@ -321,18 +321,28 @@ def init_has_dynamics(init: Checkpoint | None) -> bool:
     return init is not None and bool(init.config.get("odometer_dynamics", False))
 
 
+def dynamics_windows(
+    odometer: np.ndarray, flat: Any, trail: int, context: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every window of a sampler's flat arrays with a known step and a next frame, as odometer
+    dynamics learn from it (``worldsim.model.odometer_dynamics``): ``(trail[N, M], actions[N, K, A],
+    next_step[N])``, the trail and the actions as the generator is given them (``odometer_at``,
+    ``window_actions``), the step the distance from the last context frame to the next."""
+    per_episode = np.maximum(flat.steps - 1, 0)  # last context frames 1 .. T-1
+    episode = np.repeat(np.arange(len(flat.steps)), per_episode)
+    t = np.concatenate([np.arange(1, n) for n in flat.steps]).astype(np.int64)
+    trails = odometer_at(odometer, flat, episode, t, trail)
+    actions = window_actions(flat, episode, t[:, None] + np.arange(-context + 1, 1))
+    step = odometer_at(odometer, flat, episode, t + 1) - odometer_at(odometer, flat, episode, t)
+    return torch.from_numpy(trails), torch.from_numpy(actions), torch.from_numpy(step)
+
+
 def fit_odometer_dynamics(model: WorldModel, flat: Any, seed: int) -> dict[str, float]:
     """Fit ``model``'s odometer dynamics to the distances its odometer reads off every frame of the
     dataset and the actions taken (``worldsim.model.odometer_dynamics``); its held-out figures."""
     cfg = model.cfg
-    windows = dynamics_samples(
-        flat_odometer(flat, cfg.odometer_markings),
-        flat.frame_start,
-        flat.action_start,
-        flat.steps,
-        flat.actions,
-        cfg.odometer_trail,
-        cfg.context,
+    windows = dynamics_windows(
+        flat_odometer(flat, cfg.odometer_markings), flat, cfg.odometer_trail, cfg.context
     )
     device = next(model.parameters()).device
     module = model.odometer_dynamics
