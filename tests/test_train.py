@@ -338,7 +338,9 @@ def test_motion_rows_teach_the_flow_mujocos_move_and_no_frame(tiny_data):
 def test_fine_tuning_starts_from_the_given_checkpoint_and_keeps_its_architecture(tiny_data, tmp_path):
     first = train(tiny_run(tiny_data, tmp_path / "first", steps=5))
     run = tiny_run(tiny_data, tmp_path / "tuned", steps=0, init=str(first))
-    run.model.cond_dim, run.model.context = 48, 3  # ignored: the checkpoint's architecture is kept
+    # ignored: the checkpoint's architecture is kept (a shorter context too; a longer one is taken,
+    # test_fine_tuning_may_lengthen_the_context_starting_as_the_function_it_was)
+    run.model.cond_dim, run.model.context = 48, 1
     run.model.edm.p_mean = -2.5  # taken: where training noise falls is the run's setting
     tuned = train(run)
     a, b = load_checkpoint(first), load_checkpoint(tuned)
@@ -434,6 +436,58 @@ def test_fine_tuning_may_add_odometer_dynamics_fitted_before_the_run_and_kept(dr
     untrailed.model.odometer, untrailed.model.odometer_dynamics = True, True
     with pytest.raises(ValueError, match="odometer_trail"):
         train(untrailed)
+
+
+def test_fine_tuning_may_lengthen_the_context_starting_as_the_function_it_was(drive, tmp_path):
+    """A longer context (``model.context``) reads the old frames, actions and mask bits with the
+    checkpoint's weights and the frames before them with zero weights: the first frame it makes from
+    a longer context is the one the checkpoint makes from its last frames. The odometer's dynamics,
+    which read the context's actions, are fitted again; a flow's context cannot be lengthened."""
+    from worldsim.data.loader import load_dataset
+    from worldsim.scenes import scripts_of_prompts
+
+    run = tiny_run(drive, tmp_path / "short", steps=2)
+    run.model.odometer, run.model.odometer_trail, run.model.odometer_dynamics = True, 4, True
+    run.model.script_map = True  # an input after the context keeps its weights too
+    short = load_checkpoint(train(run))
+    longer = tiny_run(drive, tmp_path / "long", steps=0, init=str(short.path))
+    longer.model.context = 4
+    long = load_checkpoint(train(longer))
+    assert long.config["context"] == 4 and (tmp_path / "long" / "odometer_dynamics.json").exists()
+    models = []
+    for ckpt in (short, long):
+        model = WorldModel(WorldModelConfig.from_dict(ckpt.config))
+        ckpt.load_into(model)
+        models.append(model.eval())
+    e = load_dataset(drive).episode(0)
+    t = 6  # the frame made; the long context holds frames 2..5
+    frames, actions = torch.from_numpy(e.frames[t - 4 : t]), torch.from_numpy(e.actions[t - 4 : t])
+    noise = models[1].draw_sampling_noise(1, torch.Generator().manual_seed(0))
+    made = []
+    for model, k in zip(models, (2, 4), strict=True):
+        with torch.no_grad():
+            made.append(
+                model.predict_next(
+                    frames[None, -k:],
+                    actions[None, -k:],
+                    model.encode_prompts([e.caption]),
+                    context_noise=0.0,
+                    noise={**noise, "context": noise["context"][:, -k:]},
+                    frame_index=t,
+                    odometer_m=torch.tensor([[float("nan"), 1.0, 1.6, 2.2]]),
+                    scripts=scripts_of_prompts([e.caption], "drive"),
+                )
+            )
+    assert torch.equal(made[0], made[1])
+    stem = long.state_dict["unet.stem.weight"].view(long.state_dict["unet.stem.weight"].shape[0], -1, 4, 3, 3)
+    assert not stem[:, 3:9].any() and stem[:, 9:15].any()  # the two older frames start at zero
+    flowing = tiny_run(drive, tmp_path / "flowing", steps=0)
+    flowing.model.flow_channels = [8, 8]
+    flow = train(flowing)
+    lengthened = tiny_run(drive, tmp_path / "flow_long", steps=0, init=str(flow))
+    lengthened.model.flow_channels, lengthened.model.context = [8, 8], 4
+    with pytest.raises(ValueError, match="flow"):
+        train(lengthened)
 
 
 def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_data, drive, tmp_path):

@@ -196,6 +196,42 @@ def _with_zero_inputs(state: dict, own: dict, name: str) -> None:
     state[name] = torch.cat([state[name], own[name][:, -extra:].new_zeros(own[name][:, -extra:].shape)], 1)
 
 
+def _with_longer_context(state: dict, own: dict, was: int, cfg: WorldModelConfig) -> None:
+    """Give a checkpoint's weights that read a context of ``was`` frames the shapes of ``own``'s,
+    which read ``cfg.context``: the old weights read the last ``was`` frames (and their differences,
+    actions and mask bits) of the longer context, and the frames before them get zero weights, so
+    the generator starts as the function it was and learns what the older frames add. The odometer's
+    dynamics read the context's actions too: they are dropped, to be fitted again (``fit_odometer_dynamics``)."""
+    k, old = cfg.context, dict(state)
+    more = k - was
+    u2 = cfg.unet.unshuffle**2
+    stem = own[STEM].new_zeros(own[STEM].shape)
+    w = old[STEM]
+
+    def put(new_channel: int, old_channel: int, count: int) -> None:
+        stem[:, new_channel * u2 : (new_channel + count) * u2] = w[
+            :, old_channel * u2 : (old_channel + count) * u2
+        ]
+
+    put(0, 0, 3)  # the noisy change
+    put(3 + 3 * more, 3, 3 * was)  # the frames: the old ones are the last of the longer context
+    done_old, done_new = 3 + 3 * was, 3 + 3 * k
+    if cfg.context_differences:
+        put(done_new + 3 * more, done_old, 3 * (was - 1))
+        done_old, done_new = done_old + 3 * (was - 1), done_new + 3 * (k - 1)
+    put(done_new, done_old, w.shape[1] // u2 - done_old)  # the inputs after the context (the map)
+    state[STEM] = stem
+    name, a = "cond_mlp.0.weight", cfg.action_dim
+    lin, w = own[name].new_zeros(own[name].shape), old[name]
+    head = w.shape[1] - was * a - was  # noise levels and the prompt, then actions, then the mask
+    lin[:, :head] = w[:, :head]
+    lin[:, head + more * a : head + k * a] = w[:, head : head + was * a]
+    lin[:, head + k * a + more :] = w[:, head + was * a :]
+    state[name] = lin
+    for key in [key for key in state if key.startswith("odometer_dynamics.")]:
+        del state[key]
+
+
 def load_init(
     init: Checkpoint, model: WorldModel, fresh_unet: bool = False, fresh_flow: bool = False
 ) -> None:
@@ -207,6 +243,9 @@ def load_init(
     state, own = dict(init.state_dict), model.state_dict()
     fresh = (("unet.",) if fresh_unet else ()) + (("flow_net.",) if fresh_flow else ())
     state = {k: v for k, v in state.items() if not k.startswith(fresh)} if fresh else state
+    was = int(init.config.get("context", model.cfg.context))
+    if was != model.cfg.context:
+        _with_longer_context(state, own, was, model.cfg)
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
     if adds_flow and init.config.get("script_map", False):
         # the warped frame's channels come before the map's: appended zeros would land on the map
@@ -316,9 +355,14 @@ def odometer_at(
     return out
 
 
-def init_has_dynamics(init: Checkpoint | None) -> bool:
-    """Whether a fine-tuning's checkpoint brings its own odometer dynamics (kept, not refitted)."""
-    return init is not None and bool(init.config.get("odometer_dynamics", False))
+def init_has_dynamics(init: Checkpoint | None, context: int) -> bool:
+    """Whether a fine-tuning's checkpoint brings odometer dynamics the run keeps: its own, read off a
+    context of the run's length (a lengthened context refits them)."""
+    return (
+        init is not None
+        and bool(init.config.get("odometer_dynamics", False))
+        and init.config.get("context") == context
+    )
 
 
 def dynamics_windows(
@@ -558,6 +602,13 @@ def train(run: RunConfig) -> Path:
                     f"(model.odometer_trail={run.model.odometer_trail} asks for another)"
                 )
             model_cfg.odometer_trail = run.model.odometer_trail  # its input starts at zero
+        if run.model.context > model_cfg.context:
+            if model_cfg.flow_channels:
+                raise ValueError(
+                    f"{cfg.init} has a flow, which reads the context too; lengthening its context "
+                    f"(model.context={run.model.context}, it reads {model_cfg.context}) is not supported"
+                )
+            model_cfg.context = run.model.context  # the older frames' weights start at zero
         if run.model.odometer_dynamics and not model_cfg.odometer_dynamics:
             model_cfg.odometer_dynamics = True  # fitted before the run (the frame model is unchanged)
         if run.model.script_map and not model_cfg.script_map:
@@ -609,7 +660,7 @@ def train(run: RunConfig) -> Path:
         load_init(init, model, cfg.fresh_unet, cfg.fresh_flow)
     elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
-    if resume is None and model_cfg.odometer_dynamics and not init_has_dynamics(init):
+    if resume is None and model_cfg.odometer_dynamics and not init_has_dynamics(init, model_cfg.context):
         fitted = fit_odometer_dynamics(model, sampler.flat, cfg.seed)
         if rank == 0:
             print(f"odometer dynamics fitted: {json.dumps(fitted)}", flush=True)
