@@ -132,3 +132,22 @@ def test_drive_progress_reads_mujocos_distance_as_whole_and_a_slow_or_frozen_car
     assert distance_ratio(frozen, truth, markings)["ratio"] == 0.0
     half_speed = truth[:, torch.arange(truth.shape[1]) // 2]  # each frame twice: half as far
     assert 0.35 < distance_ratio(half_speed, truth, markings)["ratio"] < 0.65
+
+
+def test_same_start_pads_a_context_longer_than_the_real_frames_as_training_does(monkeypatch):
+    """From frame 3, a context of 5 holds the reset frame twice more (masked, zero actions) and then
+    frames 0-2 with the actions between them; from frame 6 it holds frames 1-5, every one real."""
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from same_start import context_at
+
+    frames = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    episode = SimpleNamespace(frames=frames, actions=np.arange(9, dtype=np.float32)[:, None] + 1)
+    ctx, actions, mask = context_at(episode, 3, 5)
+    assert ctx[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 2] and mask.tolist() == [False, False, True, True, True]
+    assert actions[:, 0].tolist() == [0, 0, 1, 2]  # actions[i] leads from context frame i to i+1
+    ctx, actions, mask = context_at(episode, 6, 5)
+    assert (
+        ctx[:, 0, 0, 0].tolist() == [1, 2, 3, 4, 5] and mask.all() and actions[:, 0].tolist() == [2, 3, 4, 5]
+    )

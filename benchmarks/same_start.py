@@ -1,0 +1,119 @@
+"""Generators of different context lengths scored from the same frame, against the same floors.
+
+The fidelity report (``worldsim.train.fidelity``) starts a generator from an episode's first K real
+frames, so a generator that reads K = 8 frames starts four frames later than one that reads 4, is
+shown twice the real history, and is judged against a PyBullet twin (replayed from the reset) that
+has had 8 steps to drift from MuJoCo instead of 4. This starts every generator at frame ``start``:
+the last K real frames before it (a context longer than ``start`` is padded and masked, as training
+pads a window at an episode's start), the same actions, the same truth, twin and frozen frames.
+It also splits the agent's error into its two image axes (Drive's ego car moves across the road in
+columns; the camera follows it along the road).
+
+Usage: ``python benchmarks/same_start.py data=data/drive_val [checkpoint=DIR] [start=4]
+[episodes=32] [horizon=30]``; prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import torch
+
+from worldsim.checkpoints import load_world_model
+from worldsim.data.loader import Episode, load_dataset
+from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for
+from worldsim.model.world_model import WorldModel
+from worldsim.scenes import script_of
+from worldsim.train.fidelity import replay
+
+
+def context_at(episode: Episode, start: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The K context frames that end at frame ``start - 1``, the K-1 actions between them and the
+    mask: before the reset the first frame is repeated, its actions are zero and its mask False."""
+    pad = max(k - start, 0)
+    frames = episode.frames[max(start - k, 0) : start]
+    actions = episode.actions[max(start - k, 0) : start - 1]
+    frames = np.concatenate([np.repeat(frames[:1], pad, 0), frames])
+    actions = np.concatenate([np.zeros((pad, actions.shape[1]), actions.dtype), actions])
+    return frames, actions, np.arange(k) >= pad
+
+
+def rollouts_from(
+    model: WorldModel, episodes: list[Episode], start: int, horizon: int, seed: int = 0
+) -> np.ndarray:
+    """The generator's frames ``start .. start+horizon-1`` of each episode: ``uint8[E, T, H, W, 3]``."""
+    k = model.cfg.context
+    parts = [context_at(e, start, k) for e in episodes]
+    ctx = torch.from_numpy(np.stack([p[0] for p in parts]))
+    return (
+        model.rollout(
+            ctx,
+            torch.from_numpy(np.stack([p[1] for p in parts])),
+            torch.from_numpy(np.stack([e.actions[start - 1 : start - 1 + horizon] for e in episodes])),
+            [e.caption for e in episodes],
+            None,
+            torch.Generator().manual_seed(seed),
+            context_mask=torch.from_numpy(np.stack([p[2] for p in parts])),
+            frame_index=start,
+            odometer_m=torch.cat(
+                [model.context_odometer(torch.from_numpy(e.frames[:start])[None]) for e in episodes]
+            ),
+            scripts=[script_of(e.spec) for e in episodes],
+        )
+        .cpu()
+        .numpy()
+    )
+
+
+def agent_axes_px(truth: np.ndarray, other: np.ndarray, episode: Episode) -> np.ndarray:
+    """The first object's absolute error along columns and rows, ``[T, 2]`` (NaN where either misses it)."""
+    pal = palette_for(episode.spec)
+    return np.abs(
+        extract_objects(other, pal).centroid_px[:, 0] - extract_objects(truth, pal).centroid_px[:, 0]
+    )
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    data = load_dataset(args["data"])
+    model = load_world_model(args.get("checkpoint"), data.family, "cpu")
+    start, horizon, n = int(args.get("start", 4)), int(args.get("horizon", 30)), int(args.get("episodes", 32))
+    if start < 1:
+        raise ValueError(f"start must be >= 1 (the rollout needs one real frame), got {start}")
+    eps = [e for e in (data.episode(i) for i in range(min(n, len(data)))) if e.steps >= start - 1 + horizon]
+    made = rollouts_from(model, eps, start, horizon)
+    curves: dict[str, list[np.ndarray]] = {"model": [], "twin": [], "frozen": []}
+    axes: dict[str, list[np.ndarray]] = {"model": [], "twin": []}
+    for e, video in zip(eps, made, strict=True):
+        truth, pal = e.frames[start : start + horizon], palette_for(e.spec)
+        others = {
+            "model": video,
+            "twin": replay(e, "pybullet")[start : start + horizon],
+            "frozen": np.repeat(e.frames[start - 1 : start], horizon, 0),
+        }
+        for name, frames in others.items():
+            curves[name].append(centroid_errors(truth, frames, pal).curve_px())
+            if name in axes:
+                axes[name].append(agent_axes_px(truth, frames, e))
+    mean = {name: float(np.nanmean(np.stack(c))) for name, c in curves.items()}
+    result = {
+        "data": args["data"],
+        "checkpoint": args.get("checkpoint", f"shipped {data.family}"),
+        "context": model.cfg.context,
+        "start": start,
+        "episodes": len(eps),
+        "horizon": horizon,
+        "mean_px": mean,
+        "engine_ratio": mean["model"] / max(mean["twin"], 1e-9),
+        "frozen_ratio": mean["model"] / max(mean["frozen"], 1e-9),
+        "agent_columns_rows_px": {
+            name: np.nanmean(np.stack(a), (0, 1)).round(3).tolist() for name, a in axes.items()
+        },
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
