@@ -236,8 +236,9 @@ def load_init(
     init: Checkpoint, model: WorldModel, fresh_unet: bool = False, fresh_flow: bool = False
 ) -> None:
     """The checkpoint a fine-tuning starts from, into ``model``: every weight must fit, except what
-    ``ADDED_BY_FINE_TUNING`` names, which keeps its initial weights, and the U-Net's first layer,
-    which gains zero weights on the warped frame when a flow is added. With ``fresh_unet`` the
+    ``ADDED_BY_FINE_TUNING`` names, which keeps its initial weights, the U-Net's first layer,
+    which gains zero weights on the warped frame when a flow is added, and a lengthened context
+    (``_with_longer_context``). With ``fresh_unet`` the
     change U-Net keeps its initial weights too (its head is zero: the generator starts as the warp);
     with ``fresh_flow`` the flow U-Net does (its head is zero: no move until it has learned)."""
     state, own = dict(init.state_dict), model.state_dict()
