@@ -4,8 +4,8 @@ The fidelity report (``worldsim.train.fidelity``) starts a generator from an epi
 frames, so a generator that reads K = 8 frames starts four frames later than one that reads 4, is
 shown twice the real history, and is judged against a PyBullet twin (replayed from the reset) that
 has had 8 steps to drift from MuJoCo instead of 4. This starts every generator at frame ``start``:
-the last K real frames before it (a context longer than ``start`` is padded and masked, as training
-pads a window at an episode's start), the same actions, the same truth, twin and frozen frames.
+the last K real frames before it (``worldsim.train.fidelity.generate``'s ``start``: a context
+longer than ``start`` is padded and masked, as training pads a window at an episode's start), the same actions, the same truth, twin and frozen frames.
 It also splits the agent's error into its two image axes (Drive's ego car moves across the road in
 columns; the camera follows it along the road).
 
@@ -19,52 +19,11 @@ import json
 import sys
 
 import numpy as np
-import torch
 
 from worldsim.checkpoints import load_world_model
 from worldsim.data.loader import Episode, load_dataset
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for
-from worldsim.model.world_model import WorldModel
-from worldsim.scenes import script_of
-from worldsim.train.fidelity import replay
-
-
-def context_at(episode: Episode, start: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The K context frames that end at frame ``start - 1``, the K-1 actions between them and the
-    mask: before the reset the first frame is repeated, its actions are zero and its mask False."""
-    pad = max(k - start, 0)
-    frames = episode.frames[max(start - k, 0) : start]
-    actions = episode.actions[max(start - k, 0) : start - 1]
-    frames = np.concatenate([np.repeat(frames[:1], pad, 0), frames])
-    actions = np.concatenate([np.zeros((pad, actions.shape[1]), actions.dtype), actions])
-    return frames, actions, np.arange(k) >= pad
-
-
-def rollouts_from(
-    model: WorldModel, episodes: list[Episode], start: int, horizon: int, seed: int = 0
-) -> np.ndarray:
-    """The generator's frames ``start .. start+horizon-1`` of each episode: ``uint8[E, T, H, W, 3]``."""
-    k = model.cfg.context
-    parts = [context_at(e, start, k) for e in episodes]
-    ctx = torch.from_numpy(np.stack([p[0] for p in parts]))
-    return (
-        model.rollout(
-            ctx,
-            torch.from_numpy(np.stack([p[1] for p in parts])),
-            torch.from_numpy(np.stack([e.actions[start - 1 : start - 1 + horizon] for e in episodes])),
-            [e.caption for e in episodes],
-            None,
-            torch.Generator().manual_seed(seed),
-            context_mask=torch.from_numpy(np.stack([p[2] for p in parts])),
-            frame_index=start,
-            odometer_m=torch.cat(
-                [model.context_odometer(torch.from_numpy(e.frames[:start])[None]) for e in episodes]
-            ),
-            scripts=[script_of(e.spec) for e in episodes],
-        )
-        .cpu()
-        .numpy()
-    )
+from worldsim.train.fidelity import generate, replay
 
 
 def agent_axes_px(truth: np.ndarray, other: np.ndarray, episode: Episode) -> np.ndarray:
@@ -83,7 +42,7 @@ def main(argv: list[str]) -> None:
     if start < 1:
         raise ValueError(f"start must be >= 1 (the rollout needs one real frame), got {start}")
     eps = [e for e in (data.episode(i) for i in range(min(n, len(data)))) if e.steps >= start - 1 + horizon]
-    made = rollouts_from(model, eps, start, horizon)
+    made = generate(model, eps, horizon, start=start)
     curves: dict[str, list[np.ndarray]] = {"model": [], "twin": [], "frozen": []}
     axes: dict[str, list[np.ndarray]] = {"model": [], "twin": []}
     for e, video in zip(eps, made, strict=True):

@@ -134,13 +134,13 @@ def test_drive_progress_reads_mujocos_distance_as_whole_and_a_slow_or_frozen_car
     assert 0.35 < distance_ratio(half_speed, truth, markings)["ratio"] < 0.65
 
 
-def test_same_start_pads_a_context_longer_than_the_real_frames_as_training_does(monkeypatch):
+def test_a_rollout_start_pads_a_context_longer_than_the_real_frames_as_training_does():
     """From frame 3, a context of 5 holds the reset frame twice more (masked, zero actions) and then
-    frames 0-2 with the actions between them; from frame 6 it holds frames 1-5, every one real."""
+    frames 0-2 with the actions between them; from frame 6 it holds frames 1-5, every one real
+    (``fidelity.generate``'s ``start``, which benchmarks/same_start.py uses)."""
     from types import SimpleNamespace
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from same_start import context_at
+    from worldsim.train.fidelity import context_at
 
     frames = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
     episode = SimpleNamespace(frames=frames, actions=np.arange(9, dtype=np.float32)[:, None] + 1)

@@ -36,6 +36,18 @@ def _usable(dataset: Dataset, indices: Iterable[int], k: int, horizon: int) -> l
     return [e for e in eps if e.steps >= k - 1 + horizon]
 
 
+def context_at(episode: Episode, start: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The K context frames that end at frame ``start - 1``, the K-1 actions between them and the
+    mask: before the reset the first frame is repeated, its actions are zero and its mask False (as
+    training pads a window at an episode's start)."""
+    pad = max(k - start, 0)
+    frames = episode.frames[max(start - k, 0) : start]
+    actions = episode.actions[max(start - k, 0) : start - 1]
+    frames = np.concatenate([np.repeat(frames[:1], pad, 0), frames])
+    actions = np.concatenate([np.zeros((pad, actions.shape[1]), actions.dtype), actions])
+    return frames, actions, np.arange(k) >= pad
+
+
 def generate(
     model: WorldModel,
     episodes: Sequence[Episode],
@@ -44,33 +56,37 @@ def generate(
     steps: int | None = None,
     seed: int = 0,
     batch: int = 64,
+    start: int | None = None,
 ) -> np.ndarray:
     """Roll the generator out from each episode's first K frames: ``uint8[E, horizon, H, W, 3]``.
 
     The first K-1 actions reproduce the context; ``actions[e]`` (default: the episode's own, from
-    step K-1 on) drive the ``horizon`` generated steps.
+    step K-1 on) drive the ``horizon`` generated steps. With ``start`` the rollout makes frames
+    ``start ..`` instead, from the K frames before it (``context_at``: padded before the reset), so
+    generators of any context length can start from the same frame.
     """
     k = model.cfg.context
+    start = k if start is None else start
     out = []
     gen = torch.Generator().manual_seed(seed)
     for lo in range(0, len(episodes), batch):
         part = episodes[lo : lo + batch]
-        ctx = torch.from_numpy(np.stack([e.frames[:k] for e in part]))
-        past = torch.from_numpy(np.stack([e.actions[: k - 1] for e in part]))
+        contexts = [context_at(e, start, k) for e in part]
         fut = (
-            [e.actions[k - 1 : k - 1 + horizon] for e in part]
+            [e.actions[start - 1 : start - 1 + horizon] for e in part]
             if actions is None
             else actions[lo : lo + batch]
         )
         frames = model.rollout(
-            ctx,
-            past,
+            torch.from_numpy(np.stack([c[0] for c in contexts])),
+            torch.from_numpy(np.stack([c[1] for c in contexts])),
             torch.from_numpy(np.stack(fut)),
             [e.caption for e in part],
             steps,
             gen,
-            frame_index=k,
-            odometer_m=model.context_odometer(ctx),
+            context_mask=torch.from_numpy(np.stack([c[2] for c in contexts])),
+            frame_index=start,
+            odometer_m=model.context_odometer(torch.from_numpy(np.stack([e.frames[:start] for e in part]))),
             scripts=[script_of(e.spec) for e in part],
         )
         out.append(frames.cpu().numpy())

@@ -202,11 +202,8 @@ def _with_longer_context(state: dict, own: dict, was: int, cfg: WorldModelConfig
     actions and mask bits) of the longer context, and the frames before them get zero weights, so
     the generator starts as the function it was and learns what the older frames add. The odometer's
     dynamics read the context's actions too: they are dropped, to be fitted again (``fit_odometer_dynamics``)."""
-    k, old = cfg.context, dict(state)
-    more = k - was
-    u2 = cfg.unet.unshuffle**2
-    stem = own[STEM].new_zeros(own[STEM].shape)
-    w = old[STEM]
+    k, more, u2 = cfg.context, cfg.context - was, cfg.unet.unshuffle**2
+    stem, w = own[STEM].new_zeros(own[STEM].shape), state[STEM]
 
     def put(new_channel: int, old_channel: int, count: int) -> None:
         stem[:, new_channel * u2 : (new_channel + count) * u2] = w[
@@ -222,7 +219,7 @@ def _with_longer_context(state: dict, own: dict, was: int, cfg: WorldModelConfig
     put(done_new, done_old, w.shape[1] // u2 - done_old)  # the inputs after the context (the map)
     state[STEM] = stem
     name, a = "cond_mlp.0.weight", cfg.action_dim
-    lin, w = own[name].new_zeros(own[name].shape), old[name]
+    lin, w = own[name].new_zeros(own[name].shape), state[name]
     head = w.shape[1] - was * a - was  # noise levels and the prompt, then actions, then the mask
     lin[:, :head] = w[:, :head]
     lin[:, head + more * a : head + k * a] = w[:, head : head + was * a]
