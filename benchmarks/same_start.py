@@ -1,9 +1,10 @@
 """Generators of different context lengths scored from the same frame, against the same floors.
 
-The fidelity report (``worldsim.train.fidelity``) starts a generator from an episode's first K real
-frames, so a generator that reads K = 8 frames starts four frames later than one that reads 4, is
-shown twice the real history, and is judged against a PyBullet twin (replayed from the reset) that
-has had 8 steps to drift from MuJoCo instead of 4. This starts every generator at frame ``start``:
+Started from an episode's first K real frames, a generator that reads K = 8 frames starts four
+frames later than one that reads 4, is shown twice the real history, and is judged against a
+PyBullet twin (replayed from the reset) that has had 8 steps to drift from MuJoCo instead of 4
+(the fidelity report's ``start=null``; its configs give ``start=4``, as this does). This starts every
+generator at frame ``start``:
 the last K real frames before it (``worldsim.train.fidelity.generate``'s ``start``: a context
 longer than ``start`` is padded and masked, as training pads a window at an episode's start), the same actions, the same truth, twin and frozen frames.
 It also splits the agent's error into its two image axes (Drive's ego car moves across the road in

@@ -182,6 +182,19 @@ def test_evaluate_takes_sampling_settings_over_the_checkpoints_own():
             evaluate("balls", episodes=1, horizon=3, sampling=bad)
 
 
+def test_evaluate_starts_every_generator_from_the_given_context(tmp_path):
+    """The shipped Balls generator (4 context frames) starts from 2 real frames when asked, its
+    context padded before the reset: the starts written for other generators hold 2 frames, and the
+    scores differ from those of the 4-frame start. No real frame is refused."""
+    two = evaluate("balls", episodes=1, horizon=3, context=2, out=tmp_path)
+    four = evaluate("balls", episodes=1, horizon=3)
+    assert two["context"] == 2 and four["context"] == 4
+    assert np.load(tmp_path / "starts" / "episode_0000.npz")["context_frames"].shape[0] == 2
+    assert two["frozen_ratio"] != pytest.approx(four["frozen_ratio"], rel=1e-6, abs=0)
+    with pytest.raises(ValueError, match="at least one real frame"):
+        evaluate("balls", episodes=1, horizon=3, context=0)
+
+
 def test_push_object_moving_without_contact_is_caught(push_episodes):
     from worldsim.metrics.compare import push_moved_without_contact
 

@@ -193,6 +193,33 @@ def test_parsing_floor_is_subpixel_and_sees_a_shift(tiny_data):
     assert np.nanmean(parsing_error_px(episode, 2, 20)) == pytest.approx(3.0, abs=0.75)
 
 
+def test_the_report_judges_generators_of_any_context_from_one_start_against_the_same_floors(tiny_data):
+    """Given a start frame, the report's floors (frozen, engine, parsing) and MuJoCo's action
+    sensitivity are the same for generators of 2 and 3 context frames; by default each starts from
+    its own K frames, and the floors move with the start."""
+    from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.model.world_model import WorldModel
+    from worldsim.train.fidelity import fidelity_report
+    from worldsim.train.loop import build_model_config
+
+    data = load_dataset(tiny_data)
+    reports = {}
+    for k in (2, 3):
+        cfg = build_model_config(dataclasses.replace(tiny_model(), context=k), data, WindowSampler(data, k))
+        model = WorldModel(cfg).eval()
+        for start in (None, 4):
+            reports[k, start] = fidelity_report(model, data, episodes=3, horizons=(6,), start=start)
+    assert [reports[k, None]["start"] for k in (2, 3)] == [2, 3] and reports[2, 4]["start"] == 4
+    floors = ("frozen", "engine", "parsing")
+    same, own = reports[2, 4]["h6"]["curves"], reports[3, 4]["h6"]["curves"]
+    for name in floors:
+        np.testing.assert_array_equal(same[name], own[name])
+    sens = reports[2, 4]["action_sensitivity"]["truth_px"]
+    assert sens == reports[3, 4]["action_sensitivity"]["truth_px"] > 0
+    early, late = reports[2, None]["h6"]["curves"], reports[2, 4]["h6"]["curves"]
+    assert all(not np.array_equal(early[name], late[name]) for name in floors)
+
+
 def test_learning_rate_warms_up_holds_and_cools_down():
     from worldsim.train.loop import TrainConfig, learning_rate
 

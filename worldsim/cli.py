@@ -156,7 +156,12 @@ def _fidelity(checkpoint: Path, rcfg: DictConfig) -> dict:
         if rcfg.get(split):
             data = load_dataset(rcfg[split])
             report[split.removesuffix("_data")] = fidelity_report(
-                model, data, episodes=rcfg.episodes, horizons=tuple(rcfg.horizons), twin=rcfg.twin
+                model,
+                data,
+                episodes=rcfg.episodes,
+                horizons=tuple(rcfg.horizons),
+                twin=rcfg.twin,
+                start=rcfg.get("start"),
             )
     return report
 

@@ -185,12 +185,16 @@ def make_episodes(
     return out
 
 
-def generate(model: Any, episodes: list[Episode], horizon: int, seed: int = 0) -> None:
-    """The generator's rollouts from each episode's first K frames (``worldsim.train.fidelity``'s,
-    as the fidelity report makes them), stored as ``other["model"]``."""
+def generate(
+    model: Any, episodes: list[Episode], horizon: int, seed: int = 0, start: int | None = None
+) -> None:
+    """The generator's rollouts that make frames ``start ..`` (default: from each episode's first K
+    frames; ``worldsim.train.fidelity``'s, as the fidelity report makes them), stored as
+    ``other["model"]``."""
     from worldsim.train import fidelity
 
-    for e, video in zip(episodes, fidelity.generate(model, episodes, horizon, seed=seed), strict=True):
+    videos = fidelity.generate(model, episodes, horizon, seed=seed, start=start)
+    for e, video in zip(episodes, videos, strict=True):
         e.other["model"] = video
 
 
@@ -312,8 +316,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """The whole evaluation; with ``out``, writes ``metrics.json``, ``side_by_side.mp4``, plots and
     ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds.
-    ``context``: K, the real frames a generator starts from, for ``frames_dir`` (a checkpoint's own
-    K is used otherwise). ``sampling``: sampling settings over the checkpoint's own
+    ``context``: the real frames every generator starts from, the same for all because the floors
+    move with it (a checkpoint with a longer context is padded before the reset, as training pads). ``sampling``: sampling settings over the checkpoint's own
     (``worldsim.checkpoints.SAMPLING_SETTINGS``; ``None`` values keep the checkpoint's), recorded in
     ``metrics.json``."""
     import json
@@ -331,11 +335,13 @@ def evaluate(
     model = (
         None if frames_dir else with_sampling(load_world_model(checkpoint, family.name, device), overrides)
     )
-    context = model.cfg.context if model is not None else int(context)
+    context = int(context)
+    if context < 1:
+        raise ValueError(f"a generator starts from at least one real frame; context={context}")
     size = (model.cfg.height, model.cfg.width) if model is not None else (64, 64)
     eps = make_episodes(family.name, split, episodes, horizon, context, seed, size)
     if model is not None:
-        generate(model, eps, horizon)
+        generate(model, eps, horizon, start=context)
     else:
         load_frames_dir(frames_dir, eps, horizon)
     body = score(eps, context, 1.0 / family.control_hz)
@@ -345,6 +351,7 @@ def evaluate(
         "split": split,
         "episodes": episodes,
         "horizon": horizon,
+        "context": context,
         "generator": source,
         **({"sampling": overrides} if overrides else {}),
         **body,

@@ -1,7 +1,9 @@
 """The fidelity report of a generator: how far its rollouts drift from MuJoCo, against honest floors.
 
 For held-out episodes (in-distribution, and from the OOD sampler) the generator starts from the
-episode's first K real frames and replays the episode's actions. Every generated frame is compared
+episode's real frames before a start frame (by default its first K) and replays the episode's
+actions. Every generator compared should be given the same start: the twin is replayed from the
+reset and the frozen baseline repeats the frame before the start, so both floors change with it. Every generated frame is compared
 with MuJoCo's by the centroid of each object, found by its flat colour (``worldsim.metrics``), and
 by PSNR. The same error is measured for:
 
@@ -31,9 +33,18 @@ from worldsim.model.world_model import WorldModel
 from worldsim.scenes import script_of
 
 
-def _usable(dataset: Dataset, indices: Iterable[int], k: int, horizon: int) -> list[Episode]:
+def _usable(dataset: Dataset, indices: Iterable[int], start: int, horizon: int) -> list[Episode]:
+    """The episodes long enough for ``horizon`` steps that make frames ``start ..``."""
     eps = [dataset.episode(i) for i in indices]
-    return [e for e in eps if e.steps >= k - 1 + horizon]
+    return [e for e in eps if e.steps >= start - 1 + horizon]
+
+
+def _start(model: WorldModel, start: int | None) -> int:
+    """The first generated frame: ``start``, or the generator's context length K."""
+    start = model.cfg.context if start is None else int(start)
+    if start < 1:
+        raise ValueError(f"a rollout starts from at least one real frame; start={start}")
+    return start
 
 
 def context_at(episode: Episode, start: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,8 +76,7 @@ def generate(
     ``start ..`` instead, from the K frames before it (``context_at``: padded before the reset), so
     generators of any context length can start from the same frame.
     """
-    k = model.cfg.context
-    start = k if start is None else start
+    k, start = model.cfg.context, _start(model, start)
     out = []
     gen = torch.Generator().manual_seed(seed)
     for lo in range(0, len(episodes), batch):
@@ -93,9 +103,9 @@ def generate(
     return np.concatenate(out)
 
 
-def truth_frames(episode: Episode, k: int, horizon: int) -> np.ndarray:
-    """MuJoCo's frames matching a rollout from the first K frames: frames K .. K+horizon-1."""
-    return episode.frames[k : k + horizon]
+def truth_frames(episode: Episode, start: int, horizon: int) -> np.ndarray:
+    """MuJoCo's frames matching a rollout that starts at frame ``start``: ``start .. start+horizon-1``."""
+    return episode.frames[start : start + horizon]
 
 
 def replay(episode: Episode, backend: str, actions: np.ndarray | None = None) -> np.ndarray:
@@ -142,19 +152,24 @@ def parsing_error_px(episode: Episode, start: int, horizon: int) -> np.ndarray:
 
 
 def rollout_errors(
-    model: WorldModel, dataset: Dataset, indices: Iterable[int], horizon: int, steps: int | None = None
+    model: WorldModel,
+    dataset: Dataset,
+    indices: Iterable[int],
+    horizon: int,
+    steps: int | None = None,
+    start: int | None = None,
 ) -> dict[str, float]:
     """Mean centroid error (px) over ``horizon`` steps of the model and of the frozen baseline."""
-    k = model.cfg.context
-    eps = _usable(dataset, indices, k, horizon)
+    start = _start(model, start)
+    eps = _usable(dataset, indices, start, horizon)
     if not eps:
-        raise ValueError(f"no episode of {dataset.root} has the {k - 1 + horizon} steps a rollout needs")
-    gen = generate(model, eps, horizon, steps=steps)
+        raise ValueError(f"no episode of {dataset.root} has the {start - 1 + horizon} steps a rollout needs")
+    gen = generate(model, eps, horizon, steps=steps, start=start)
     model_err, frozen_err = [], []
     for e, g in zip(eps, gen, strict=True):
-        truth = truth_frames(e, k, horizon)
+        truth = truth_frames(e, start, horizon)
         model_err.append(_error_px(truth, g, e))
-        frozen_err.append(_error_px(truth, np.repeat(e.frames[k - 1 : k], horizon, 0), e))
+        frozen_err.append(_error_px(truth, np.repeat(e.frames[start - 1 : start], horizon, 0), e))
     return {"model_px": float(np.nanmean(model_err)), "frozen_px": float(np.nanmean(frozen_err))}
 
 
@@ -165,15 +180,17 @@ def fidelity_report(
     horizons: Sequence[int] = (30, 100),
     twin: bool = True,
     steps: int | None = None,
+    start: int | None = None,
 ) -> dict[str, Any]:
-    """Per-step curves and summaries of model, frozen and engine errors on a held-out dataset."""
-    k, longest = model.cfg.context, max(horizons)
-    report: dict[str, Any] = {"episodes": {}, "horizons": list(horizons)}
+    """Per-step curves and summaries of model, frozen and engine errors on a held-out dataset, for
+    rollouts that make frames ``start ..`` (default: from the generator's first K frames)."""
+    start, longest = _start(model, start), max(horizons)
+    report: dict[str, Any] = {"episodes": {}, "horizons": list(horizons), "start": start}
     for h in horizons:
-        eps = _usable(dataset, range(min(episodes, len(dataset))), k, h)
+        eps = _usable(dataset, range(min(episodes, len(dataset))), start, h)
         if not eps:
             continue
-        gen = generate(model, eps, h, steps=steps)
+        gen = generate(model, eps, h, steps=steps, start=start)
         curves: dict[str, list[np.ndarray]] = {
             "model": [],
             "frozen": [],
@@ -182,13 +199,13 @@ def fidelity_report(
             "psnr_model": [],
         }
         for e, g in zip(eps, gen, strict=True):
-            truth = truth_frames(e, k, h)
+            truth = truth_frames(e, start, h)
             curves["model"].append(_error_px(truth, g, e))
-            curves["frozen"].append(_error_px(truth, np.repeat(e.frames[k - 1 : k], h, 0), e))
-            curves["parsing"].append(parsing_error_px(e, k, h))
+            curves["frozen"].append(_error_px(truth, np.repeat(e.frames[start - 1 : start], h, 0), e))
+            curves["parsing"].append(parsing_error_px(e, start, h))
             curves["psnr_model"].append(psnr(truth, g, max_db=60.0))
             if twin:
-                twin_frames = replay(e, "pybullet")[k : k + h]
+                twin_frames = replay(e, "pybullet")[start : start + h]
                 curves["engine"].append(_error_px(truth, twin_frames, e))
         summary = {name: float(np.nanmean(np.stack(c))) for name, c in curves.items() if c}
         summary["frozen_ratio"] = summary["model"] / max(summary["frozen"], 1e-9)
@@ -201,32 +218,37 @@ def fidelity_report(
         }
         report["episodes"][f"h{h}"] = len(eps)
     report["action_sensitivity"] = action_sensitivity(
-        model, dataset, min(episodes, 16), min(30, longest), steps
+        model, dataset, min(episodes, 16), min(30, longest), steps, start
     )
     return report
 
 
 def action_sensitivity(
-    model: WorldModel, dataset: Dataset, episodes: int, horizon: int, steps: int | None = None
+    model: WorldModel,
+    dataset: Dataset,
+    episodes: int,
+    horizon: int,
+    steps: int | None = None,
+    start: int | None = None,
 ) -> dict[str, float]:
     """How much two action sequences from one start separate, in MuJoCo and in the generator.
 
     The alternative sequence is the actions of the next episode in the list. ``ratio`` near 1 means
     the generator responds to actions as strongly as physics does; near 0, it ignores them.
     """
-    k = model.cfg.context
-    eps = _usable(dataset, range(len(dataset)), k, horizon)[: episodes + 1]
+    start = _start(model, start)
+    eps = _usable(dataset, range(len(dataset)), start, horizon)[: episodes + 1]
     if len(eps) < 2:
         return {}
     base, alt = eps[:-1], eps[1:]
-    alt_actions = [a.actions[k - 1 : k - 1 + horizon] for a in alt]
-    gen_a = generate(model, base, horizon, steps=steps)
-    gen_b = generate(model, base, horizon, actions=alt_actions, steps=steps)
+    alt_actions = [a.actions[start - 1 : start - 1 + horizon] for a in alt]
+    gen_a = generate(model, base, horizon, steps=steps, start=start)
+    gen_b = generate(model, base, horizon, actions=alt_actions, steps=steps, start=start)
     truth_gap, model_gap = [], []
     for e, alt_a, ga, gb in zip(base, alt_actions, gen_a, gen_b, strict=True):
-        actions_b = np.concatenate([e.actions[: k - 1], alt_a])
-        truth_b = replay(e, "mujoco", actions_b)[k : k + horizon]
-        truth_a = truth_frames(e, k, horizon)
+        actions_b = np.concatenate([e.actions[: start - 1], alt_a])
+        truth_b = replay(e, "mujoco", actions_b)[start : start + horizon]
+        truth_a = truth_frames(e, start, horizon)
         truth_gap.append(_error_px(truth_a, truth_b, e))
         model_gap.append(_error_px(ga, gb, e))
     t, m = float(np.nanmean(truth_gap)), float(np.nanmean(model_gap))
