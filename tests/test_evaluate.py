@@ -182,13 +182,23 @@ def test_evaluate_takes_sampling_settings_over_the_checkpoints_own():
             evaluate("balls", episodes=1, horizon=3, sampling=bad)
 
 
-def test_evaluate_starts_every_generator_from_the_given_context(tmp_path):
+def test_evaluate_starts_every_generator_from_the_given_context(tmp_path, monkeypatch):
     """The shipped Balls generator (4 context frames) starts from 2 real frames when asked, its
     context padded before the reset: the starts written for other generators hold 2 frames, and the
     scores differ from those of the 4-frame start. No real frame is refused."""
+    import worldsim.train.fidelity as fidelity
+
+    starts = []
+    real_generate = fidelity.generate
+
+    def recording(*args, **kw):
+        starts.append(kw.get("start"))
+        return real_generate(*args, **kw)
+
+    monkeypatch.setattr(fidelity, "generate", recording)
     two = evaluate("balls", episodes=1, horizon=3, context=2, out=tmp_path)
     four = evaluate("balls", episodes=1, horizon=3)
-    assert two["context"] == 2 and four["context"] == 4
+    assert two["context"] == 2 and four["context"] == 4 and starts == [2, 4]
     assert np.load(tmp_path / "starts" / "episode_0000.npz")["context_frames"].shape[0] == 2
     assert two["frozen_ratio"] != pytest.approx(four["frozen_ratio"], rel=1e-6, abs=0)
     with pytest.raises(ValueError, match="at least one real frame"):

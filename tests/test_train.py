@@ -198,8 +198,9 @@ def test_the_report_judges_generators_of_any_context_from_one_start_against_the_
     sensitivity are the same for generators of 2 and 3 context frames; by default each starts from
     its own K frames, and the floors move with the start."""
     from worldsim.data.loader import WindowSampler, load_dataset
+    from worldsim.metrics.objects import centroid_errors, palette_for
     from worldsim.model.world_model import WorldModel
-    from worldsim.train.fidelity import fidelity_report
+    from worldsim.train.fidelity import fidelity_report, generate, truth_frames
     from worldsim.train.loop import build_model_config
 
     data = load_dataset(tiny_data)
@@ -218,6 +219,17 @@ def test_the_report_judges_generators_of_any_context_from_one_start_against_the_
     assert sens == reports[3, 4]["action_sensitivity"]["truth_px"] > 0
     early, late = reports[2, None]["h6"]["curves"], reports[2, 4]["h6"]["curves"]
     assert all(not np.array_equal(early[name], late[name]) for name in floors)
+    # the generator's own frames are the ones from the start, scored against the truth from it
+    eps = [data.episode(i) for i in range(3)]
+    made = generate(model, eps, 6, start=4)  # the K=3 generator
+    direct = np.nanmean(
+        [
+            centroid_errors(truth_frames(e, 4, 6), g, palette_for(e.spec)).curve_px()
+            for e, g in zip(eps, made, strict=True)
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(own["model"], direct)
 
 
 def test_learning_rate_warms_up_holds_and_cools_down():

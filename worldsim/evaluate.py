@@ -1,18 +1,18 @@
 """``worldsim evaluate``: how far a generated world departs from physics, against honest floors.
 
 For each of ``episodes`` starts (a world drawn from the ``split`` sampler with seed ``seed + e``, a
-mixture policy acting on MuJoCo's state), MuJoCo runs ``K - 1 + horizon`` steps. The same spec and
+mixture policy acting on MuJoCo's state), MuJoCo runs ``context - 1 + horizon`` steps. The same spec and
 actions then run through:
 
-- **model**: the generator, from MuJoCo's first K frames (or frames another generator made, read
-  from a directory: ``frames_dir``);
+- **model**: the generator, from MuJoCo's first ``context`` frames, whatever its own context length
+  (or frames another generator made, read from a directory: ``frames_dir``);
 - **frozen**: the last context frame repeated (below 1 as a ratio, a model predicts motion better
   than standing still);
 - **twin**: the PyBullet twin (the *engine* floor: how far two physics engines disagree);
 - **chaos**: MuJoCo from an initial state perturbed by 1e-4 m (the *chaos* floor: how much of any
   disagreement the scene's own sensitivity explains).
 
-Each is compared with MuJoCo's frames ``K .. K + horizon - 1`` by ``worldsim.metrics.compare``; the
+Each is compared with MuJoCo's frames ``context .. context + horizon - 1`` by ``worldsim.metrics.compare``; the
 *parsing* floor is the colour extractor on MuJoCo's frames against the true state. Scores:
 
 - ``engine_ratio``: model error / twin error, per metric and overall (centroid error, which counts
@@ -200,7 +200,7 @@ def generate(
 
 def load_frames_dir(path: str | Path, episodes: list[Episode], horizon: int) -> None:
     """Frames of another generator: ``<path>/episode_<e:04d>.npy`` holding ``uint8[horizon, h, w, 3]``,
-    the frames that follow the K context frames of start ``e`` (``starts/episode_<e:04d>.npz`` of an
+    the frames that follow the ``context`` frames of start ``e`` (``starts/episode_<e:04d>.npz`` of an
     evaluation run holds those context frames, the actions and the caption)."""
     root = Path(path)
     for i, e in enumerate(episodes):
@@ -215,7 +215,7 @@ def load_frames_dir(path: str | Path, episodes: list[Episode], horizon: int) -> 
 
 
 def write_starts(episodes: list[Episode], context: int, out: Path) -> None:
-    """What another generator needs to make frames for the same starts: the K context frames, the
+    """What another generator needs to make frames for the same starts: the ``context`` frames, the
     actions and the caption of each start (``starts/episode_<e:04d>.npz``)."""
     root = out / "starts"
     root.mkdir(parents=True, exist_ok=True)
@@ -328,6 +328,9 @@ def evaluate(
 
     if episodes < 1 or horizon < 1:
         raise ValueError(f"episodes and horizon must be at least 1, got {episodes} and {horizon}")
+    context = int(context)
+    if context < 1:
+        raise ValueError(f"a generator starts from at least one real frame; context={context}")
     family = family_of(scene)
     overrides = sampling_overrides(sampling)
     if overrides and frames_dir:
@@ -335,9 +338,6 @@ def evaluate(
     model = (
         None if frames_dir else with_sampling(load_world_model(checkpoint, family.name, device), overrides)
     )
-    context = int(context)
-    if context < 1:
-        raise ValueError(f"a generator starts from at least one real frame; context={context}")
     size = (model.cfg.height, model.cfg.width) if model is not None else (64, 64)
     eps = make_episodes(family.name, split, episodes, horizon, context, seed, size)
     if model is not None:
