@@ -3,10 +3,11 @@
 Started from an episode's first K real frames, a generator that reads K = 8 frames starts four
 frames later than one that reads 4, is shown twice the real history, and is judged against a
 PyBullet twin (replayed from the reset) that has had 8 steps to drift from MuJoCo instead of 4
-(the fidelity report's ``start=null``; its configs give ``start=4``, as this does). This starts every
-generator at frame ``start``:
-the last K real frames before it (``worldsim.train.fidelity.generate``'s ``start``: a context
-longer than ``start`` is padded and masked, as training pads a window at an episode's start), the same actions, the same truth, twin and frozen frames.
+(the fidelity report's ``start=null``; its configs give ``start=4``, as this does). This starts
+every generator at frame ``start``: the last K real frames before it
+(``worldsim.train.fidelity.generate``'s ``start``: a context longer than ``start`` is padded and
+masked, as training pads a window at an episode's start), the same actions, the same truth, twin
+and frozen frames.
 It also splits the agent's error into its two image axes (Drive's ego car moves across the road in
 columns; the camera follows it along the road).
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from worldsim.checkpoints import load_world_model
 from worldsim.data.loader import Episode, load_dataset
+from worldsim.metrics.frames import frozen_video
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for
 from worldsim.train.fidelity import generate, replay
 
@@ -51,7 +53,7 @@ def main(argv: list[str]) -> None:
         others = {
             "model": video,
             "twin": replay(e, "pybullet")[start : start + horizon],
-            "frozen": np.repeat(e.frames[start - 1 : start], horizon, 0),
+            "frozen": frozen_video(e.frames[start - 1], horizon),
         }
         for name, frames in others.items():
             curves[name].append(centroid_errors(truth, frames, pal).curve_px())

@@ -1,8 +1,8 @@
 """``worldsim evaluate``: how far a generated world departs from physics, against honest floors.
 
 For each of ``episodes`` starts (a world drawn from the ``split`` sampler with seed ``seed + e``, a
-mixture policy acting on MuJoCo's state), MuJoCo runs ``context - 1 + horizon`` steps. The same spec and
-actions then run through:
+mixture policy acting on MuJoCo's state), MuJoCo runs ``context - 1 + horizon`` steps. The same
+spec and actions then run through:
 
 - **model**: the generator, from MuJoCo's first ``context`` frames, whatever its own context length
   (or frames another generator made, read from a directory: ``frames_dir``);
@@ -12,8 +12,9 @@ actions then run through:
 - **chaos**: MuJoCo from an initial state perturbed by 1e-4 m (the *chaos* floor: how much of any
   disagreement the scene's own sensitivity explains).
 
-Each is compared with MuJoCo's frames ``context .. context + horizon - 1`` by ``worldsim.metrics.compare``; the
-*parsing* floor is the colour extractor on MuJoCo's frames against the true state. Scores:
+Each is compared with MuJoCo's frames ``context .. context + horizon - 1`` by
+``worldsim.metrics.compare``; the *parsing* floor is the colour extractor on MuJoCo's frames
+against the true state. Scores:
 
 - ``engine_ratio``: model error / twin error, per metric and overall (centroid error, which counts
   a vanished object at a fixed penalty); 1.0 = as consistent with MuJoCo as another engine;
@@ -317,7 +318,8 @@ def evaluate(
     """The whole evaluation; with ``out``, writes ``metrics.json``, ``side_by_side.mp4``, plots and
     ``report.html`` there. ``seed`` 1000 on keeps the starts apart from the training data's seeds.
     ``context``: the real frames every generator starts from, the same for all because the floors
-    move with it (a checkpoint with a longer context is padded before the reset, as training pads). ``sampling``: sampling settings over the checkpoint's own
+    move with it (a checkpoint with a longer context is padded before the reset, as training pads).
+    ``sampling``: sampling settings over the checkpoint's own
     (``worldsim.checkpoints.SAMPLING_SETTINGS``; ``None`` values keep the checkpoint's), recorded in
     ``metrics.json``."""
     import json

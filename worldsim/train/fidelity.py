@@ -3,9 +3,9 @@
 For held-out episodes (in-distribution, and from the OOD sampler) the generator starts from the
 episode's real frames before a start frame (by default its first K) and replays the episode's
 actions. Every generator compared should be given the same start: the twin is replayed from the
-reset and the frozen baseline repeats the frame before the start, so both floors change with it. Every generated frame is compared
-with MuJoCo's by the centroid of each object, found by its flat colour (``worldsim.metrics``), and
-by PSNR. The same error is measured for:
+reset and the frozen baseline repeats the frame before the start, so both floors change with it.
+Every generated frame is compared with MuJoCo's by the centroid of each object, found by its flat
+colour (``worldsim.metrics``), and by PSNR. The same error is measured for:
 
 - **frozen**: repeating the last context frame (a generator no better than this learned no motion);
 - **engine**: the PyBullet twin replaying the same spec and actions (how much two physics engines
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from worldsim.data.loader import Dataset, Episode
-from worldsim.metrics.frames import psnr
+from worldsim.metrics.frames import frozen_video, psnr
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for, true_points_m
 from worldsim.model.world_model import WorldModel
 from worldsim.scenes import script_of
@@ -169,7 +169,7 @@ def rollout_errors(
     for e, g in zip(eps, gen, strict=True):
         truth = truth_frames(e, start, horizon)
         model_err.append(_error_px(truth, g, e))
-        frozen_err.append(_error_px(truth, np.repeat(e.frames[start - 1 : start], horizon, 0), e))
+        frozen_err.append(_error_px(truth, frozen_video(e.frames[start - 1], horizon), e))
     return {"model_px": float(np.nanmean(model_err)), "frozen_px": float(np.nanmean(frozen_err))}
 
 
@@ -201,7 +201,7 @@ def fidelity_report(
         for e, g in zip(eps, gen, strict=True):
             truth = truth_frames(e, start, h)
             curves["model"].append(_error_px(truth, g, e))
-            curves["frozen"].append(_error_px(truth, np.repeat(e.frames[start - 1 : start], h, 0), e))
+            curves["frozen"].append(_error_px(truth, frozen_video(e.frames[start - 1], h), e))
             curves["parsing"].append(parsing_error_px(e, start, h))
             curves["psnr_model"].append(psnr(truth, g, max_db=60.0))
             if twin:

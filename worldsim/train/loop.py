@@ -921,8 +921,9 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> dict[str, float]:
     """Two cheap signals on held-out data. Rollouts: centroid error of ``horizon``-step rollouts from
     the first K real frames (the generator's own context length, not the report's fixed start), and
-    of repeating the last context frame (their ratio is the first bar a model must clear). One step: mean absolute error (grey levels) of next frames predicted from real context,
-    against repeating the last frame; it moves long before rollouts do."""
+    of repeating the last context frame (their ratio is the first bar a model must clear). One step:
+    mean absolute error (grey levels) of next frames predicted from real context, against repeating
+    the last frame; it moves long before rollouts do."""
     from worldsim.train.fidelity import rollout_errors
 
     errs = rollout_errors(model, val, range(min(episodes, len(val))), horizon)
