@@ -41,7 +41,8 @@ def teacher_forced(model, episodes: list[Episode], horizon: int, seed: int = 0) 
         odometer = None  # the distance at the last context frame, read from each episode's first frame
         if model.cfg.odometer:
             odometer = model.context_odometer(
-                torch.from_numpy(np.stack([e.frames[: h + k] for e in episodes]))
+                torch.from_numpy(np.stack([e.frames[: h + k] for e in episodes])),
+                torch.from_numpy(np.stack([e.actions[: h + k - 1] for e in episodes])),
             )
         out.append(
             model.predict_next(

@@ -72,7 +72,10 @@ def teacher_forced(model: WorldModel, episodes: list[Episode]) -> dict[str, floa
             None,
             torch.Generator().manual_seed(0),
             frame_index=t + k,
-            odometer_m=model.context_odometer(torch.from_numpy(np.stack([e.frames[: t + k] for e in part]))),
+            odometer_m=model.context_odometer(
+                torch.from_numpy(np.stack([e.frames[: t + k] for e in part])),
+                torch.from_numpy(np.stack([e.actions[: t + k - 1] for e in part])),
+            ),
             scripts=[script_of(e.spec) for e in part],
         )
         truth = torch.from_numpy(np.stack([e.frames[t + k] for e in part]))

@@ -477,6 +477,37 @@ def test_fine_tuning_may_add_odometer_dynamics_fitted_before_the_run_and_kept(dr
         train(untrailed)
 
 
+def test_fine_tuning_may_add_a_heading_fitted_to_the_datasets_yaw_and_kept(drive, tiny_data, tmp_path):
+    """A heading added by fine-tuning has its dynamics fitted to the dataset's yaw before the run
+    (figures written beside it, better than repeating the last turn) and its input at zero, every
+    other weight as the checkpoint had it; training and own rollouts carry the heading in the trail
+    (a step with both runs); a further fine-tuning keeps the dynamics; a dataset without the car's
+    yaw is refused by name."""
+    run = tiny_run(drive, tmp_path / "dyn", steps=1)
+    run.model.odometer, run.model.odometer_trail, run.model.odometer_dynamics = True, 4, True
+    dyn = load_checkpoint(train(run))
+    added = tiny_run(drive, tmp_path / "heading", steps=0, init=str(dyn.path))
+    added.model.heading = True
+    heading = load_checkpoint(train(added))
+    fitted = json.loads((tmp_path / "heading" / "heading_dynamics.json").read_text())
+    assert heading.config["heading"] and fitted["windows"] == 2 * 24
+    assert fitted["rms_turn_error_rad"] < fitted["repeat_last_turn_rms_rad"], fitted
+    assert all(v.abs().sum() == 0 for k, v in heading.state_dict.items() if k.startswith("heading_in."))
+    for k, v in dyn.state_dict.items():
+        torch.testing.assert_close(heading.state_dict[k], v)
+    kept_run = tiny_run(drive, tmp_path / "kept", steps=1, init=str(heading.path), rollout_share=0.25)
+    kept = load_checkpoint(train(kept_run))
+    for k, v in heading.state_dict.items():
+        if k.startswith("heading_dynamics."):
+            torch.testing.assert_close(kept.state_dict[k], v)
+    assert not (tmp_path / "kept" / "heading_dynamics.json").exists()
+    from worldsim.data.loader import load_dataset
+    from worldsim.train.loop import flat_heading
+
+    with pytest.raises(ValueError, match="ego_yaw_rad"):
+        flat_heading(load_dataset(tiny_data))
+
+
 def test_fine_tuning_may_lengthen_the_context_starting_as_the_function_it_was(drive, tmp_path):
     """A longer context (``model.context``) reads the old frames, actions and mask bits with the
     checkpoint's weights and the frames before them with zero weights: the first frame it makes from

@@ -64,6 +64,40 @@ class OdometerDynamics(nn.Module):
         return (last[:, 0] + self.net(x)[:, 0]).clamp_min(0.0)
 
 
+def fit_module(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    targets: torch.Tensor,
+    iterations: int = 3000,
+    batch_size: int = 1024,
+    lr: float = 3e-3,
+    seed: int = 0,
+    holdout: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit ``module(*inputs)`` to ``targets`` by Adam on the squared error, holding out a share of the
+    rows; leaves it frozen and returns the held-out rows' indices and its predictions for them."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(targets), generator=gen)
+    n_val = max(1, int(holdout * len(targets)))
+    val, train = order[:n_val], order[n_val:]
+    if len(train) == 0:
+        raise ValueError(f"dynamics need windows to learn from; got {len(targets)}")
+    module.requires_grad_(True)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    for it in range(iterations):
+        pick = train[torch.randint(0, len(train), (min(batch_size, len(train)),), generator=gen)]
+        loss = (module(*(x[pick] for x in inputs)) - targets[pick]).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if it == int(0.8 * iterations):  # a short cool-down: the last fifth at a tenth of the rate
+            for group in opt.param_groups:
+                group["lr"] = lr / 10
+    module.requires_grad_(False)
+    with torch.no_grad():
+        return val, module(*(x[val] for x in inputs))
+
+
 def fit_dynamics(
     module: OdometerDynamics,
     trails: torch.Tensor,
@@ -78,28 +112,10 @@ def fit_dynamics(
     """Fit ``module`` to the windows (``train.loop.dynamics_windows``) by Adam on the squared step error, and
     return its RMS error (m) on a held-out share of them next to that of repeating the last step.
     Seconds on a CPU: the network is a few thousand weights and the inputs are numbers."""
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(targets), generator=gen)
-    n_val = max(1, int(holdout * len(targets)))
-    val, train = order[:n_val], order[n_val:]
-    if len(train) == 0:
-        raise ValueError(f"odometer dynamics need windows to learn from; got {len(targets)}")
-    module.requires_grad_(True)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
-    for it in range(iterations):
-        pick = train[torch.randint(0, len(train), (min(batch_size, len(train)),), generator=gen)]
-        loss = (module(trails[pick], actions[pick]) - targets[pick]).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if it == int(0.8 * iterations):  # a short cool-down: the last fifth at a tenth of the rate
-            for group in opt.param_groups:
-                group["lr"] = lr / 10
-    module.requires_grad_(False)
-    with torch.no_grad():
-        rms = (module(trails[val], actions[val]) - targets[val]).square().mean().sqrt()
-        last = trails[val, -1] - trails[val, -2]
-        repeat = (last - targets[val]).square().mean().sqrt()
+    val, predicted = fit_module(module, (trails, actions), targets, iterations, batch_size, lr, seed, holdout)
+    rms = (predicted - targets[val]).square().mean().sqrt()
+    last = trails[val, -1] - trails[val, -2]
+    repeat = (last - targets[val]).square().mean().sqrt()
     return {
         "windows": len(targets),
         "rms_step_error_m": float(rms),

@@ -31,7 +31,9 @@ Design choices, each measured on Balls (see the README):
   ``odometer_dynamics`` a rollout counts its distance by a small network fitted to the dataset's
   odometer and actions (``worldsim.model.odometer_dynamics``) instead of re-reading each step off the
   frames it made: drawn a little short, a step re-read is a slower car, and over a minute the car
-  stopped.
+  stopped. With ``heading`` the trail also carries the car's heading (``worldsim.model.heading``),
+  counted from the steering by fitted dynamics: Drive's frames show the car across the road but
+  not which way it points, and the steering over a whole episode sets that.
 - A generator may move the last frame's pixels by a predicted forward displacement field before
   drawing the change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it
   is unsure of then moves whole, to its mean position, instead of blending into the places it may
@@ -55,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, training_loss
+from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
 from worldsim.model.odometer_dynamics import OdometerDynamics, known_step
@@ -95,6 +98,7 @@ class WorldModelConfig:
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
     odometer_trail: int = 0  # > 1: odometer_m is the distance at the last this many frames (a speed)
     odometer_dynamics: bool = False  # a rollout counts its distance by learned dynamics, not its frames
+    heading: bool = False  # the trail also carries the car's heading, counted from the steering (``heading``)
     script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
     script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
@@ -202,9 +206,16 @@ def zero_linear(in_features: int, out_features: int) -> nn.Linear:
     return layer
 
 
+def distance_trail(odometer: torch.Tensor) -> torch.Tensor:
+    """The distances of an odometer: ``odometer[B]`` or a trail ``[B, M]`` itself, or the distance
+    channel of a trail that also carries the heading, ``[B, M, 2]``."""
+    return odometer[..., 0] if odometer.ndim == 3 else odometer
+
+
 def latest_distance(odometer: torch.Tensor) -> torch.Tensor:
-    """The distance at the last context frame: ``odometer[B]`` itself, or a trail's last column."""
-    return odometer[:, -1] if odometer.ndim == 2 else odometer
+    """The distance at the last context frame: ``odometer[B]`` itself, or a trail's last entry."""
+    distances = distance_trail(odometer)
+    return distances[:, -1] if distances.ndim == 2 else distances
 
 
 def speed_features(trail_m: torch.Tensor) -> torch.Tensor:
@@ -358,6 +369,17 @@ class WorldModel(nn.Module):
             # the frame loss never reaches it.
             self.odometer_dynamics = OdometerDynamics(cfg.odometer_trail, cfg.context, cfg.action_dim)
             self.odometer_dynamics.requires_grad_(False)
+        if cfg.heading:
+            if not cfg.odometer_dynamics:
+                raise ValueError(
+                    "heading rides in the odometer's trail and is counted as its distance is: it needs "
+                    "odometer_dynamics (and so odometer_trail)"
+                )
+            # Zero at the start, as the odometer's inputs: fine-tuning may add a heading.
+            self.heading_in = zero_linear(HEADING_FEATURES, cfg.cond_dim)
+            # Fitted to the dataset's yaw before the generator trains (train.loop), then kept.
+            self.heading_dynamics = HeadingDynamics(cfg.context, cfg.action_dim)
+            self.heading_dynamics.requires_grad_(False)
         if cfg.script_map:
             if cfg.script_map_camera is None:
                 raise ValueError(
@@ -405,12 +427,15 @@ class WorldModel(nn.Module):
         if self.cfg.odometer:
             hidden = hidden + self.odometer_in(odometer_features(latest_distance(odometer)))
         if self.cfg.odometer_trail:
-            hidden = hidden + self.speed_in(speed_features(odometer))
+            hidden = hidden + self.speed_in(speed_features(distance_trail(odometer)))
+        if self.cfg.heading:
+            hidden = hidden + self.heading_in(heading_features(odometer))
         return self.cond_mlp[2](self.cond_mlp[1](hidden))
 
     def _odometer(self, odometer_m: torch.Tensor | float | None, b: int, device: torch.device):
-        """``odometer_m`` as ``float[b]`` on ``device`` (with a trail, ``float[b, M]``: a distance
-        given alone is a trail that holds nothing before it); required of a generator with an odometer."""
+        """``odometer_m`` as ``float[b]`` on ``device`` (with a trail, ``float[b, M]``, and with a
+        heading ``float[b, M, 2]``: a distance given alone is a trail that holds nothing before it,
+        heading 0); required of a generator with an odometer."""
         if not self.cfg.odometer:
             return None
         if odometer_m is None:
@@ -423,11 +448,17 @@ class WorldModel(nn.Module):
         m = self.cfg.odometer_trail
         if m and dist.shape == (b,):
             dist = torch.cat([torch.full((b, m - 1), float("nan"), device=device), dist[:, None]], 1)
-        want = (b, m) if m else (b,)
-        if dist.shape != want or not torch.isfinite(latest_distance(dist)).all():
+            if (
+                self.cfg.heading
+            ):  # a distance given alone is an episode's start: the car points along the road
+                dist = torch.stack([dist, torch.where(torch.isfinite(dist), 0.0, float("nan"))], dim=2)
+        want = (b, m, 2) if self.cfg.heading else (b, m) if m else (b,)
+        last = dist[:, -1] if self.cfg.heading and dist.ndim == 3 else latest_distance(dist)
+        if dist.shape != want or not torch.isfinite(last).all():
             raise ValueError(
                 f"odometer_m must be one finite distance or one per world, shape ({b},)"
-                + (f", or a trail of the last {m} per world, ({b}, {m}), the last finite" if m else "")
+                + (f", or a trail of the last {m} per world, {want}, the last finite" if m else "")
+                + (" (distance in m, heading in rad)" if self.cfg.heading else "")
                 + f"; got {tuple(dist.shape)}"
             )
         return dist
@@ -450,21 +481,29 @@ class WorldModel(nn.Module):
         ``after``: what a caller stepping a rollout itself keeps. The step is read off the two frames
         (``odometer_step``), or, for a generator with ``odometer_dynamics``, predicted from the trail
         and ``actions[B, K, A]`` (the window ``predict_next`` was given) wherever the trail holds a
-        step (an episode's first step is read off the frames)."""
+        step (an episode's first step is read off the frames). With ``heading`` (a trail ``[B, M,
+        2]``) the heading moves on by its dynamics (``worldsim.model.heading``)."""
+        distances = distance_trail(odometer)
         if self.cfg.odometer_dynamics:
             if actions is None or actions.shape[:2] != (odometer.shape[0], self.cfg.context):
                 raise ValueError(
                     "this generator counts its distance by the odometer's dynamics: pass actions, the "
                     f"[B, {self.cfg.context}, {self.cfg.action_dim}] window predict_next was given"
                 )
+            actions = actions.to(odometer.device)
             with torch.no_grad():
-                step = self.odometer_dynamics(odometer, actions.to(odometer.device))
-            known = known_step(odometer)
+                step = self.odometer_dynamics(distances, actions)
+            known = known_step(distances)
             if not known.all():  # the frames are read only for the worlds at their first step
                 read = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
                 step = torch.where(known, step, read)
         else:
             step = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
+        if self.cfg.heading:
+            with torch.no_grad():
+                turn = self.heading_dynamics(odometer, step, actions)
+            nxt = torch.stack([distances[:, -1] + step, odometer[:, -1, 1] + turn], dim=1)
+            return torch.cat([odometer[:, 1:], nxt[:, None]], dim=1)
         if odometer.ndim == 2:
             return torch.cat([odometer[:, 1:], odometer[:, -1:] + step[:, None]], dim=1)
         return odometer + step
@@ -477,11 +516,15 @@ class WorldModel(nn.Module):
             return torch.zeros(before_uint8.shape[0], device=before_uint8.device)
         return step_m(before_uint8, after_uint8, self.cfg.odometer_markings)
 
-    def context_odometer(self, context_uint8: torch.Tensor) -> torch.Tensor:
+    def context_odometer(
+        self, context_uint8: torch.Tensor, actions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The distance at the last frame of real frames ``uint8[B, T, H, W, 3]`` that begin at an
         episode's first frame: ``float[B]`` (with a trail, at the last M of them, ``[B, M]``, NaN
         before the first). A padded context's copies of a first frame would read as standing still:
-        start those from ``start_odometer``."""
+        start those from ``start_odometer``. A generator with ``heading`` also needs the ``actions[B,
+        T-1, A]`` taken between the frames: the heading is counted over them from 0 at the first frame
+        (``[B, M, 2]``), each step's distance read off the frames."""
         b, device = context_uint8.shape[0], context_uint8.device
         if not self.cfg.odometer:
             return torch.zeros(b, device=device)
@@ -489,8 +532,35 @@ class WorldModel(nn.Module):
         m = self.cfg.odometer_trail
         if not m:
             return dist[:, -1]
-        pad = torch.full((b, max(m - dist.shape[1], 0)), float("nan"), device=device)
+        if self.cfg.heading:
+            dist = self._counted_heading(dist, actions)
+        pad = torch.full((b, max(m - dist.shape[1], 0), *dist.shape[2:]), float("nan"), device=device)
         return torch.cat([pad, dist[:, -m:]], dim=1)
+
+    def _counted_heading(self, dist: torch.Tensor, actions: torch.Tensor | None) -> torch.Tensor:
+        """Distances ``[B, T]`` read off an episode's first T frames with the heading counted over
+        ``actions[B, T-1, A]`` from 0 at the first frame: ``[B, T, 2]``."""
+        b, t = dist.shape
+        k, a = self.cfg.context, self.cfg.action_dim
+        if actions is None or tuple(actions.shape) != (b, t - 1, a):
+            raise ValueError(
+                "this generator is told its heading, counted from the steering since the episode's first "
+                f"frame: pass the actions between the context's frames, [B, T-1, A] = ({b}, {t - 1}, {a}); "
+                f"got {None if actions is None else tuple(actions.shape)}"
+            )
+        acts = torch.cat([actions.new_zeros(b, k - 1, a).float(), actions.to(dist.device).float()], dim=1)
+        m = self.cfg.odometer_trail
+        trail = torch.full((b, m, 2), float("nan"), device=dist.device)
+        trail[:, -1] = torch.stack([dist[:, 0], torch.zeros_like(dist[:, 0])], dim=1)
+        headings = [trail[:, -1, 1]]
+        for i in range(t - 1):
+            step = dist[:, i + 1] - dist[:, i]
+            with torch.no_grad():
+                turn = self.heading_dynamics(trail, step, acts[:, i : i + k])
+            nxt = torch.stack([dist[:, i + 1], trail[:, -1, 1] + turn], dim=1)
+            trail = torch.cat([trail[:, 1:], nxt[:, None]], dim=1)
+            headings.append(nxt[:, 1])
+        return torch.stack([dist, torch.stack(headings, dim=1)], dim=2)
 
     def _script_map(
         self,
@@ -527,7 +597,8 @@ class WorldModel(nn.Module):
             moved = context_mask[:, -2] & context_mask[:, -1]
             step = self.odometer_step(context_uint8[:, -2], context_uint8[:, -1])
             if self.cfg.odometer_dynamics:  # the trail's last step: the distance the rollout counted
-                step = torch.where(known_step(odometer), odometer[:, -1] - odometer[:, -2], step)
+                distances = distance_trail(odometer)
+                step = torch.where(known_step(distances), distances[:, -1] - distances[:, -2], step)
             camera = camera + moved * torch.nan_to_num(step)
         return paint(scripts, index, camera, self.cfg.script_map_camera, self.cfg.height, self.cfg.width)
 

@@ -96,7 +96,10 @@ def generate(
             gen,
             context_mask=torch.from_numpy(np.stack([c[2] for c in contexts])),
             frame_index=start,
-            odometer_m=model.context_odometer(torch.from_numpy(np.stack([e.frames[:start] for e in part]))),
+            odometer_m=model.context_odometer(
+                torch.from_numpy(np.stack([e.frames[:start] for e in part])),
+                torch.from_numpy(np.stack([e.actions[: start - 1] for e in part])),
+            ),
             scripts=[script_of(e.spec) for e in part],
         )
         out.append(frames.cpu().numpy())

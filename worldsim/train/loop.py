@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset, window_actions
 from worldsim.model.edm import LOSSES
+from worldsim.model.heading import fit_heading
 from worldsim.model.odometer_dynamics import fit_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
@@ -176,12 +177,15 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
 # weights on the colours' moves (its last input channels) and how much of them it carries. Odometer
 # dynamics are fitted before the run (``fit_odometer_dynamics``): the next-frame function is the
-# checkpoint's, and only how a rollout counts its distance changes.
+# checkpoint's, and only how a rollout counts its distance changes. So are a heading's
+# (``fit_heading_dynamics``), and its input starts at zero.
 ADDED_BY_FINE_TUNING = (
     "clock_in.",
     "odometer_in.",
     "speed_in.",
     "odometer_dynamics.",
+    "heading_in.",
+    "heading_dynamics.",
     "flow_net.",
     "flow_carry",
 )
@@ -201,7 +205,8 @@ def _with_longer_context(state: dict, own: dict, was: int, cfg: WorldModelConfig
     which read ``cfg.context``: the old weights read the last ``was`` frames (and their differences,
     actions and mask bits) of the longer context, and the frames before them get zero weights, so
     the generator starts as the function it was and learns what the older frames add. The odometer's
-    dynamics read the context's actions too: they are dropped, to be fitted again (``fit_odometer_dynamics``)."""
+    dynamics read the context's actions too: they are dropped, to be fitted again (``fit_odometer_dynamics``),
+    and so are a heading's."""
     k, more, u2 = cfg.context, cfg.context - was, cfg.unet.unshuffle**2
     stem, w = own[STEM].new_zeros(own[STEM].shape), state[STEM]
 
@@ -225,7 +230,7 @@ def _with_longer_context(state: dict, own: dict, was: int, cfg: WorldModelConfig
     lin[:, head + more * a : head + k * a] = w[:, head : head + was * a]
     lin[:, head + k * a + more :] = w[:, head + was * a :]
     state[name] = lin
-    for key in [key for key in state if key.startswith("odometer_dynamics.")]:
+    for key in [key for key in state if key.startswith(("odometer_dynamics.", "heading_dynamics."))]:
         del state[key]
 
 
@@ -337,18 +342,47 @@ def flat_odometer(flat: Any, markings: OdometerConfig) -> np.ndarray:
     return out
 
 
+def flat_heading(dataset: Dataset) -> np.ndarray:
+    """The ego car's heading (rad) at every frame of every episode of ``dataset``, in the order of its
+    flat arrays, ``float32[frames]``: what a generator with ``heading`` is told in training."""
+    out = []
+    for i in range(len(dataset)):
+        states = dataset.episode(i).states
+        if "ego_yaw_rad" not in states:
+            raise ValueError(
+                f"model.heading tells a generator the ego car's heading, the state ego_yaw_rad, which "
+                f"{dataset.root} does not record (its states: {sorted(states)})"
+            )
+        out.append(states["ego_yaw_rad"])
+    return np.concatenate(out).astype(np.float32)
+
+
+def flat_ego(flat: Any, dataset: Dataset, cfg: WorldModelConfig) -> np.ndarray | None:
+    """What ``odometer_at`` reads for a generator with an odometer: ``flat_odometer``, and with
+    ``heading`` the heading beside it, ``float32[frames, 2]``; None for a generator without one."""
+    if not cfg.odometer:
+        return None
+    distance = flat_odometer(flat, cfg.odometer_markings)
+    return np.stack([distance, flat_heading(dataset)], axis=1) if cfg.heading else distance
+
+
 def odometer_at(
     odometer: np.ndarray, flat: Any, episode: np.ndarray, t: np.ndarray, trail: int = 0
 ) -> np.ndarray:
     """``flat_odometer`` at frame ``t`` of each ``episode`` (0 where ``t`` is before the first frame:
     a text-to-video row); with ``trail=M``, at frames ``t-M+1 .. t``, ``float32[B, M]``, NaN before
-    the first frame (the text-to-video row's last is 0)."""
+    the first frame (the text-to-video row's last is 0). A ``flat_ego`` with a heading gives ``[B, M,
+    2]``."""
+
+    def seen(frames: np.ndarray) -> np.ndarray:  # frames at or after the first, shaped to broadcast
+        return (frames >= 0).reshape(*frames.shape, *([1] * (odometer.ndim - 1)))
+
     if not trail:
         where = flat.frame_start[episode] + np.maximum(t, 0)
-        return np.where(t >= 0, odometer[where], 0.0).astype(np.float32)
+        return np.where(seen(t), odometer[where], 0.0).astype(np.float32)
     frames = t[:, None] - np.arange(trail - 1, -1, -1)[None]
     where = flat.frame_start[episode][:, None] + np.maximum(frames, 0)
-    out = np.where(frames >= 0, odometer[where], np.nan).astype(np.float32)
+    out = np.where(seen(frames), odometer[where], np.nan).astype(np.float32)
     out[t < 0, -1] = 0.0
     return out
 
@@ -377,6 +411,45 @@ def dynamics_windows(
     actions = window_actions(flat, episode, t[:, None] + np.arange(-context + 1, 1))
     step = odometer_at(odometer, flat, episode, t + 1) - odometer_at(odometer, flat, episode, t)
     return torch.from_numpy(trails), torch.from_numpy(actions), torch.from_numpy(step)
+
+
+def init_has_heading(init: Checkpoint | None, context: int) -> bool:
+    """Whether a fine-tuning's checkpoint brings heading dynamics the run keeps (as ``init_has_dynamics``)."""
+    return (
+        init is not None and bool(init.config.get("heading", False)) and init.config.get("context") == context
+    )
+
+
+def heading_windows(
+    ego: np.ndarray, flat: Any, trail: int, context: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every window of a sampler's flat arrays with a next frame, as heading dynamics learn from it
+    (``worldsim.model.heading``): ``(trail[N, M, 2], step_m[N], actions[N, K, A], turn[N])``, the
+    trail (``flat_ego`` with a heading) and the actions as the generator is given them, the
+    distance to the next frame and the heading's change to it."""
+    episode = np.repeat(np.arange(len(flat.steps)), flat.steps)  # last context frames 0 .. T-1
+    t = np.concatenate([np.arange(n) for n in flat.steps]).astype(np.int64)
+    trails = odometer_at(ego, flat, episode, t, trail)
+    actions = window_actions(flat, episode, t[:, None] + np.arange(-context + 1, 1))
+    change = odometer_at(ego, flat, episode, t + 1) - odometer_at(ego, flat, episode, t)
+    return (
+        torch.from_numpy(trails),
+        torch.from_numpy(change[:, 0].copy()),
+        torch.from_numpy(actions),
+        torch.from_numpy(change[:, 1].copy()),
+    )
+
+
+def fit_heading_dynamics(model: WorldModel, flat: Any, dataset: Dataset, seed: int) -> dict[str, float]:
+    """Fit ``model``'s heading dynamics to the dataset's yaw, its odometer readings and the actions
+    taken (``worldsim.model.heading``); its held-out figures."""
+    cfg = model.cfg
+    windows = heading_windows(flat_ego(flat, dataset, cfg), flat, cfg.odometer_trail, cfg.context)
+    device = next(model.parameters()).device
+    module = model.heading_dynamics
+    fitted = fit_heading(module.cpu(), *windows, seed=seed)
+    module.to(device)
+    return fitted
 
 
 def fit_odometer_dynamics(model: WorldModel, flat: Any, seed: int) -> dict[str, float]:
@@ -609,6 +682,8 @@ def train(run: RunConfig) -> Path:
             model_cfg.context = run.model.context  # the older frames' weights start at zero
         if run.model.odometer_dynamics and not model_cfg.odometer_dynamics:
             model_cfg.odometer_dynamics = True  # fitted before the run (the frame model is unchanged)
+        if run.model.heading and not model_cfg.heading:
+            model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
         if run.model.script_map and not model_cfg.script_map:
             # fine-tuning may add a script map (the U-Net's weights on it start at zero)
             model_cfg.script_map = True
@@ -663,6 +738,11 @@ def train(run: RunConfig) -> Path:
         if rank == 0:
             print(f"odometer dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "odometer_dynamics.json").write_text(json.dumps(fitted, indent=2))
+    if resume is None and model_cfg.heading and not init_has_heading(init, model_cfg.context):
+        fitted = fit_heading_dynamics(model, sampler.flat, dataset, cfg.seed)
+        if rank == 0:
+            print(f"heading dynamics fitted: {json.dumps(fitted)}", flush=True)
+            (out / "heading_dynamics.json").write_text(json.dumps(fitted, indent=2))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch
@@ -723,7 +803,7 @@ def train(run: RunConfig) -> Path:
         raise ValueError(
             f"train.entering_share={cfg.entering_share}, but nothing comes into view in {cfg.data}"
         )
-    odometer = flat_odometer(sampler.flat, model_cfg.odometer_markings) if model_cfg.odometer else None
+    odometer = flat_ego(sampler.flat, dataset, model_cfg)
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
@@ -931,7 +1011,7 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
     windows = sampler.sample(64, np.random.default_rng(5))
     odometer = None
     if model.cfg.odometer:
-        odometer = flat_odometer(sampler.flat, model.cfg.odometer_markings)
+        odometer = flat_ego(sampler.flat, val, model.cfg)
         odometer = torch.from_numpy(
             odometer_at(odometer, sampler.flat, windows.episode, windows.t, model.cfg.odometer_trail)
         )
