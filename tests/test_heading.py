@@ -10,6 +10,7 @@ import torch
 
 from tests.test_odometry import MARKINGS, _road, tiny_drive_model
 from worldsim.model.heading import HeadingDynamics, fit_heading
+from worldsim.model.odometry import odometer_m
 from worldsim.train.loop import heading_windows
 
 HEADING = dict(
@@ -107,6 +108,36 @@ def test_a_heading_rides_in_the_trail_and_is_counted_from_the_start():
             frames[:, -2:], torch.zeros(1, 2, 2), model.encode_prompts(captions), frame_index=5,
             odometer_m=counted[..., 0],
         )  # fmt: skip
+
+
+def test_the_count_over_a_context_and_a_rollout_step_read_the_windows_the_dynamics_learn_from():
+    """With dynamics of random weights, the heading counted over a real context turns, step by
+    step, as the dynamics predict on ``heading_windows`` of that count (the alignment they were
+    fitted with), and one rollout step from a shorter count lands on the longer count's heading."""
+    model, _ = tiny_drive_model(**HEADING)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.heading_dynamics.parameters():
+            p.normal_(0.0, 0.3)
+        for p in model.odometer_dynamics.parameters():  # a car that coasts: the frames' constant step
+            p.zero_()
+    t = 5  # the dashes read as one constant step from frame 1 to 4
+    frames = torch.from_numpy(np.stack([_road(3 * i) for i in range(t)]))[None]
+    actions = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, t - 1, 2)).astype(np.float32))
+    ego = model._counted_heading(odometer_m(frames, MARKINGS), actions)[0].numpy()
+    flat = SimpleNamespace(
+        frame_start=np.array([0]),
+        action_start=np.array([0]),
+        steps=np.array([t - 1]),
+        actions=actions[0].numpy(),
+    )
+    trails, steps, acts, turns = heading_windows(ego, flat, trail=4, context=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model.heading_dynamics(trails, steps, acts), turns, atol=1e-6, rtol=1e-5)
+    assert turns.abs().min() > 1e-4  # the dynamics do turn the car
+    shorter = model.context_odometer(frames[:, : t - 1], actions[:, : t - 2])
+    stepped = model.advance_odometer(shorter, frames[:, t - 2], frames[:, t - 1], actions[:, t - 3 : t - 1])
+    assert stepped[0, -1, 1].item() == pytest.approx(float(ego[-1, 1]), abs=1e-6)
 
 
 def test_the_heading_changes_the_frame_once_its_input_has_weights():

@@ -548,9 +548,11 @@ class WorldModel(nn.Module):
                 f"frame: pass the actions between the context's frames, [B, T-1, A] = ({b}, {t - 1}, {a}); "
                 f"got {None if actions is None else tuple(actions.shape)}"
             )
-        acts = torch.cat([actions.new_zeros(b, k - 1, a).float(), actions.to(dist.device).float()], dim=1)
+        frames_device, device = dist.device, next(self.heading_dynamics.parameters()).device
+        dist = dist.to(device)
+        acts = torch.cat([torch.zeros(b, k - 1, a, device=device), actions.to(device).float()], dim=1)
         m = self.cfg.odometer_trail
-        trail = torch.full((b, m, 2), float("nan"), device=dist.device)
+        trail = torch.full((b, m, 2), float("nan"), device=device)
         trail[:, -1] = torch.stack([dist[:, 0], torch.zeros_like(dist[:, 0])], dim=1)
         headings = [trail[:, -1, 1]]
         for i in range(t - 1):
@@ -560,7 +562,7 @@ class WorldModel(nn.Module):
             nxt = torch.stack([dist[:, i + 1], trail[:, -1, 1] + turn], dim=1)
             trail = torch.cat([trail[:, 1:], nxt[:, None]], dim=1)
             headings.append(nxt[:, 1])
-        return torch.stack([dist, torch.stack(headings, dim=1)], dim=2)
+        return torch.stack([dist, torch.stack(headings, dim=1)], dim=2).to(frames_device)
 
     def _script_map(
         self,
