@@ -448,9 +448,8 @@ class WorldModel(nn.Module):
         m = self.cfg.odometer_trail
         if m and dist.shape == (b,):
             dist = torch.cat([torch.full((b, m - 1), float("nan"), device=device), dist[:, None]], 1)
-            if (
-                self.cfg.heading
-            ):  # a distance given alone is an episode's start: the car points along the road
+            # with a heading, a distance given alone is an episode's start: the car points along the road
+            if self.cfg.heading:
                 dist = torch.stack([dist, torch.where(torch.isfinite(dist), 0.0, float("nan"))], dim=2)
         want = (b, m, 2) if self.cfg.heading else (b, m) if m else (b,)
         last = dist[:, -1] if self.cfg.heading and dist.ndim == 3 else latest_distance(dist)
