@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
+from tests.test_odometer_dynamics import flat_arrays
 from tests.test_odometry import MARKINGS, _road, tiny_drive_model
 from worldsim.model.heading import HeadingDynamics, fit_heading
 from worldsim.model.odometry import odometer_m
@@ -33,14 +32,7 @@ def _cars(episodes: int, steps: int, seed: int = 0):
             psi.append(psi[-1] + 0.05 * wheel * step)
         ego.append(np.stack([d, psi], 1).astype(np.float32))
         actions.append(acts)
-    starts = np.arange(episodes, dtype=np.int64)
-    flat = SimpleNamespace(
-        frame_start=starts * (steps + 1),
-        action_start=starts * steps,
-        steps=np.full(episodes, steps, np.int64),
-        actions=np.concatenate(actions),
-    )
-    return np.concatenate(ego), flat
+    return np.concatenate(ego), flat_arrays(actions)
 
 
 def test_the_windows_are_aligned_as_the_generators():
@@ -125,12 +117,7 @@ def test_the_count_over_a_context_and_a_rollout_step_read_the_windows_the_dynami
     frames = torch.from_numpy(np.stack([_road(3 * i) for i in range(t)]))[None]
     actions = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, t - 1, 2)).astype(np.float32))
     ego = model._counted_heading(odometer_m(frames, MARKINGS), actions)[0].numpy()
-    flat = SimpleNamespace(
-        frame_start=np.array([0]),
-        action_start=np.array([0]),
-        steps=np.array([t - 1]),
-        actions=actions[0].numpy(),
-    )
+    flat = flat_arrays([actions[0].numpy()])
     trails, steps, acts, turns = heading_windows(ego, flat, trail=4, context=2)
     with torch.no_grad():
         torch.testing.assert_close(model.heading_dynamics(trails, steps, acts), turns, atol=1e-6, rtol=1e-5)

@@ -13,6 +13,18 @@ from worldsim.model.odometer_dynamics import OdometerDynamics, fit_dynamics
 from worldsim.train.loop import dynamics_windows
 
 
+def flat_arrays(actions: list[np.ndarray]) -> SimpleNamespace:
+    """The flat arrays of a sampler (what the window builders read) for episodes of these actions
+    ``float32[T, A]`` each, the frames of each one more than its actions."""
+    steps = np.array([len(a) for a in actions], np.int64)
+    return SimpleNamespace(
+        frame_start=np.concatenate([[0], np.cumsum(steps + 1)[:-1]]).astype(np.int64),
+        action_start=np.concatenate([[0], np.cumsum(steps)[:-1]]).astype(np.int64),
+        steps=steps,
+        actions=np.concatenate(actions),
+    )
+
+
 def _cars(episodes: int, steps: int, seed: int = 0):
     """The distance at every frame and the flat arrays of a car whose step follows ``s' = 0.9 s +
     0.2 throttle`` (a first-order lag, as a car's speed under rolling losses), throttle random per
@@ -27,14 +39,7 @@ def _cars(episodes: int, steps: int, seed: int = 0):
             d.append(d[-1] + s)
         odometer.append(np.array(d, np.float32))
         actions.append(acts)
-    starts = np.arange(episodes, dtype=np.int64)
-    flat = SimpleNamespace(
-        frame_start=starts * (steps + 1),
-        action_start=starts * steps,
-        steps=np.full(episodes, steps, np.int64),
-        actions=np.concatenate(actions),
-    )
-    return np.concatenate(odometer), flat
+    return np.concatenate(odometer), flat_arrays(actions)
 
 
 def test_the_windows_are_aligned_as_the_generators():

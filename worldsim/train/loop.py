@@ -440,30 +440,31 @@ def heading_windows(
     )
 
 
-def fit_heading_dynamics(model: WorldModel, flat: Any, dataset: Dataset, seed: int) -> dict[str, float]:
-    """Fit ``model``'s heading dynamics to the dataset's yaw, its odometer readings and the actions
-    taken (``worldsim.model.heading``); its held-out figures."""
-    cfg = model.cfg
-    windows = heading_windows(flat_ego(flat, dataset, cfg), flat, cfg.odometer_trail, cfg.context)
-    device = next(model.parameters()).device
-    module = model.heading_dynamics
-    fitted = fit_heading(module.cpu(), *windows, seed=seed)
+def _fitted_on_cpu(module: torch.nn.Module, fit: Any, windows: tuple, seed: int) -> dict[str, float]:
+    """``fit(module, *windows, seed=seed)`` on the CPU (the windows are there), the module then
+    returned to its device; the fit's held-out figures."""
+    device = next(module.parameters()).device
+    fitted = fit(module.cpu(), *windows, seed=seed)
     module.to(device)
     return fitted
 
 
-def fit_odometer_dynamics(model: WorldModel, flat: Any, seed: int) -> dict[str, float]:
+def fit_heading_dynamics(model: WorldModel, ego: np.ndarray, flat: Any, seed: int) -> dict[str, float]:
+    """Fit ``model``'s heading dynamics to the dataset's yaw, its odometer readings (``ego``, the
+    ``flat_ego`` of a generator with a heading) and the actions taken (``worldsim.model.heading``);
+    its held-out figures."""
+    cfg = model.cfg
+    windows = heading_windows(ego, flat, cfg.odometer_trail, cfg.context)
+    return _fitted_on_cpu(model.heading_dynamics, fit_heading, windows, seed)
+
+
+def fit_odometer_dynamics(model: WorldModel, odometer: np.ndarray, flat: Any, seed: int) -> dict[str, float]:
     """Fit ``model``'s odometer dynamics to the distances its odometer reads off every frame of the
-    dataset and the actions taken (``worldsim.model.odometer_dynamics``); its held-out figures."""
+    dataset (``odometer``, ``flat_odometer``) and the actions taken
+    (``worldsim.model.odometer_dynamics``); its held-out figures."""
     cfg = model.cfg
-    windows = dynamics_windows(
-        flat_odometer(flat, cfg.odometer_markings), flat, cfg.odometer_trail, cfg.context
-    )
-    device = next(model.parameters()).device
-    module = model.odometer_dynamics
-    fitted = fit_dynamics(module.cpu(), *windows, seed=seed)
-    module.to(device)
-    return fitted
+    windows = dynamics_windows(odometer, flat, cfg.odometer_trail, cfg.context)
+    return _fitted_on_cpu(model.odometer_dynamics, fit_dynamics, windows, seed)
 
 
 def mean_frame(sampler: WindowSampler, n: int = 2048, seed: int = 7) -> np.ndarray:
@@ -733,13 +734,16 @@ def train(run: RunConfig) -> Path:
         load_init(init, model, cfg.fresh_unet, cfg.fresh_flow)
     elif resume is None:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
+    # the odometer's readings (and the heading) of every frame: read once, for the fits and the windows
+    odometer = flat_ego(sampler.flat, dataset, model_cfg)
     if resume is None and model_cfg.odometer_dynamics and not init_has_dynamics(init, model_cfg.context):
-        fitted = fit_odometer_dynamics(model, sampler.flat, cfg.seed)
+        distances = odometer[:, 0] if model_cfg.heading else odometer
+        fitted = fit_odometer_dynamics(model, distances, sampler.flat, cfg.seed)
         if rank == 0:
             print(f"odometer dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "odometer_dynamics.json").write_text(json.dumps(fitted, indent=2))
     if resume is None and model_cfg.heading and not init_has_heading(init, model_cfg.context):
-        fitted = fit_heading_dynamics(model, sampler.flat, dataset, cfg.seed)
+        fitted = fit_heading_dynamics(model, odometer, sampler.flat, cfg.seed)
         if rank == 0:
             print(f"heading dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "heading_dynamics.json").write_text(json.dumps(fitted, indent=2))
@@ -803,7 +807,6 @@ def train(run: RunConfig) -> Path:
         raise ValueError(
             f"train.entering_share={cfg.entering_share}, but nothing comes into view in {cfg.data}"
         )
-    odometer = flat_ego(sampler.flat, dataset, model_cfg)
     per_rank = cfg.batch_size // world
     start = time.perf_counter()
     progress = _progress(rank, cfg.steps, step)
