@@ -59,12 +59,21 @@ def test_fitted_heading_dynamics_predict_the_turn_far_better_than_repeating_the_
     assert not any(p.requires_grad for p in module.parameters())  # kept as fitted while the generator trains
 
 
+class _Turning(torch.nn.Module):
+    """Dynamics that turn the car by ``turn`` rad every step, whatever it does (no mirror-symmetric
+    network does that: the count's bookkeeping is what is tested)."""
+
+    def __init__(self, turn: float) -> None:
+        super().__init__()
+        self.turn = turn
+        self.device_of = torch.nn.Parameter(torch.zeros(()))  # where the count runs, as a network's
+
+    def forward(self, trail: torch.Tensor, step_m: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(step_m, self.turn)
+
+
 def _turning(model, turn: float) -> None:
-    """Dynamics that turn the car by ``turn`` rad every step, whatever it does."""
-    with torch.no_grad():
-        for p in model.heading_dynamics.parameters():
-            p.zero_()
-        model.heading_dynamics.net[-1].bias.fill_(turn / 0.02)
+    model.heading_dynamics = _Turning(turn)
 
 
 def test_a_heading_rides_in_the_trail_and_is_counted_from_the_start():
@@ -148,6 +157,35 @@ def test_the_heading_changes_the_frame_once_its_input_has_weights():
     with torch.no_grad():
         model.heading_in.weight.normal_(0.0, 1.0)
     assert not torch.equal(make(trail), make(turned))
+
+
+def test_the_turn_is_mirror_symmetric_and_a_car_driving_straight_keeps_its_heading():
+    """Mirrored left for right (heading, last turn and steering negated, speed and throttle kept) a
+    car turns by the negated angle, exactly, whatever the weights; so a car that points along the
+    road and is not steered does not turn, and its counted heading stays 0 over a minute."""
+    module = HeadingDynamics(context=2, action_dim=2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.5)
+    b = 16
+    trail = torch.randn(b, 4, 2) * torch.tensor([1.0, 0.1])
+    step, acts = torch.rand(b), torch.rand(b, 2, 2) * 2 - 1
+    mirrored_trail, mirrored_acts = trail * torch.tensor([1.0, -1.0]), acts * torch.tensor([-1.0, 1.0])
+    with torch.no_grad():
+        turn = module(trail, step, acts)
+        assert turn.abs().min() > 1e-5
+        torch.testing.assert_close(module(mirrored_trail, step, mirrored_acts), -turn)
+    model, _ = tiny_drive_model(**HEADING)
+    with torch.no_grad():
+        for p in model.heading_dynamics.parameters():
+            p.normal_(0.0, 0.5)
+    trail = model.start_odometer(2)
+    road = torch.from_numpy(_road(0))[None].expand(2, 64, 64, 3)
+    straight = torch.tensor([[0.0, 0.3], [0.0, -0.5]])[:, None].expand(2, 2, 2)  # throttle, no steer
+    for _ in range(600):
+        trail = model.advance_odometer(trail, road, road, straight)
+    assert trail[:, -1, 1].abs().max().item() == 0.0
 
 
 def test_a_heading_needs_odometer_dynamics():

@@ -58,10 +58,21 @@ def heading_features(trail: torch.Tensor) -> torch.Tensor:
     return torch.stack([last / HEADING_SCALE_RAD, turn / TURN_SCALE_RAD, lateral / LATERAL_SCALE_M], dim=1)
 
 
+STEER = 0
+"""Which of Drive's actions is the steering: ``(steer, throttle)``, positive steer turning left."""
+
+
 class HeadingDynamics(nn.Module):
     """The next heading change (rad) from the last heading and change, the step being taken and the
     last K actions. Steering turns a car by an angle proportional to the distance it rolls, so the
-    step times each action enters too: the product a small network would otherwise have to form."""
+    step times each action enters too: the product a small network would otherwise have to form.
+
+    The prediction is odd in the mirror image of the world: a car mirrored left for right (its
+    heading, last turn and steering negated, its speed and throttle kept) turns by the negated angle,
+    exactly, as a symmetric car on a straight road does. A network fitted freely learns a small bias
+    instead: a car told to drive straight turned by 0.0004 rad a step, and over a minute its counted
+    heading reached 0.26 rad while MuJoCo's car pointed along the road (Drive's default worlds 0, 3
+    and 4). Averaging the network over the world and its mirror image makes that bias 0."""
 
     def __init__(self, context: int, action_dim: int) -> None:
         super().__init__()
@@ -69,21 +80,31 @@ class HeadingDynamics(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(n_in, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, 1)
         )
+        mirror = torch.ones(context, action_dim)
+        mirror[:, STEER] = -1.0
+        self.register_buffer("mirror", mirror.flatten(), persistent=False)
 
     def forward(self, trail: torch.Tensor, step_m: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``trail[B, M, 2]`` (the last heading must be known), ``step_m[B]`` (the distance to the next
         frame) and ``actions[B, K, A]`` to the heading change ``float[B]``."""
         last, turn, _, known = heading_parts(trail)
         step, acts = step_m.float(), actions.float().flatten(1)
-        x = torch.cat(
-            [
-                torch.stack([last / HEADING_SCALE_RAD, turn / TURN_SCALE_RAD, known.float(), step], 1),
-                acts,
-                step[:, None] * acts,
-            ],
-            dim=1,
-        )
-        return TURN_SCALE_RAD * self.net(x)[:, 0]
+
+        def turn_of(sign: float, acts: torch.Tensor) -> torch.Tensor:
+            x = torch.cat(
+                [
+                    torch.stack(
+                        [sign * last / HEADING_SCALE_RAD, sign * turn / TURN_SCALE_RAD, known.float(), step], 1
+                    ),
+                    acts,
+                    step[:, None] * acts,
+                ],
+                dim=1,
+            )
+            return self.net(x)[:, 0]
+
+        odd = 0.5 * (turn_of(1.0, acts) - turn_of(-1.0, acts * self.mirror))
+        return TURN_SCALE_RAD * odd
 
 
 def fit_heading(
