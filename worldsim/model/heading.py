@@ -94,7 +94,8 @@ class HeadingDynamics(nn.Module):
             x = torch.cat(
                 [
                     torch.stack(
-                        [sign * last / HEADING_SCALE_RAD, sign * turn / TURN_SCALE_RAD, known.float(), step], 1
+                        [sign * last / HEADING_SCALE_RAD, sign * turn / TURN_SCALE_RAD, known.float(), step],
+                        1,
                     ),
                     acts,
                     step[:, None] * acts,
