@@ -1,0 +1,65 @@
+"""How far a Drive generator's counted heading drifts from MuJoCo's yaw over whole episodes.
+
+A generator with ``heading`` counts the ego car's heading open loop, from 0 at an episode's first
+frame, by its fitted dynamics (``worldsim.model.heading``): a rollout never sees the true yaw again,
+so a small error a step becomes a drift over a minute. This replays held-out episodes' actions and
+odometer readings through the dynamics (``WorldModel.context_odometer``, as the report counts a
+context) and compares each frame's count with the dataset's ``ego_yaw_rad``. It also counts a car
+that is never steered, whose heading must stay where it started.
+
+Usage: ``python benchmarks/heading_drift.py data=data/drive_val checkpoint=DIR [frames=10,30,100,200,300]``;
+prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import torch
+
+from worldsim.checkpoints import load_world_model
+from worldsim.data.loader import load_dataset
+from worldsim.model.odometry import odometer_m
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    data = load_dataset(args["data"])
+    model = load_world_model(args["checkpoint"], data.family, "cpu")
+    if not model.cfg.heading:
+        raise SystemExit(f"{args['checkpoint']} is not told a heading (model.heading)")
+    at = [int(f) for f in args.get("frames", "10,30,100,200,300").split(",")]
+    errors: dict[int, list[float]] = {f: [] for f in at}
+    for i in range(len(data)):
+        e = data.episode(i)
+        frames, actions = torch.from_numpy(e.frames)[None], torch.from_numpy(e.actions)[None]
+        with torch.no_grad():
+            distances = odometer_m(frames, model.cfg.odometer_markings)
+            counted = model._counted_heading(distances, actions)[0, :, 1].numpy()
+        for f in at:
+            if f < len(counted):
+                errors[f].append(float(counted[f] - e.states["ego_yaw_rad"][f]))
+    # a car never steered, at a cruising throttle, on a road that scrolls 0.8 m a step
+    steps = 600
+    straight = torch.zeros(1, steps, model.cfg.action_dim)
+    straight[..., 1] = 0.1
+    distances = torch.arange(steps + 1, dtype=torch.float32)[None] * 0.8
+    with torch.no_grad():
+        unsteered = model._counted_heading(distances, straight)[0, -1, 1].item()
+    result = {
+        "data": args["data"],
+        "checkpoint": args["checkpoint"],
+        "episodes": len(data),
+        "rms_error_rad": {
+            str(f): (float(np.sqrt(np.mean(np.square(v)))) if v else None) for f, v in errors.items()
+        },
+        "episodes_at": {str(f): len(v) for f, v in errors.items()},
+        "unsteered_heading_after_600_steps_rad": unsteered,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
