@@ -18,8 +18,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import worldsim  # noqa: E402
+from worldsim.model.world_model import bfloat16_is_fast  # noqa: E402
 from worldsim.registration import TRUTH_ENVS  # noqa: E402
 
 FAMILY_ENVS = {"balls": "worldsim/Balls-v0", "push": "worldsim/Push-v0", "drive": "worldsim/Drive-v0"}
@@ -186,6 +188,17 @@ def dream_rollout_memory(family: str, short: int = 60, long: int = 600) -> dict:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     steps = int(args.get("steps", 300))
@@ -195,6 +208,10 @@ def main(argv: list[str]) -> None:
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
+            "cpu": cpu_model(),
+            # the generators sample in bfloat16 only where the CPU computes it natively (float32
+            # elsewhere), so their throughput, unlike the truth envs', moves with this
+            "bfloat16_native": bfloat16_is_fast(torch.device("cpu")),
         },
         "worldsim": worldsim.__version__,
         "steps_per_s": {},
