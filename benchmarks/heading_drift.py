@@ -21,7 +21,6 @@ import torch
 
 from worldsim.checkpoints import load_world_model
 from worldsim.data.loader import load_dataset
-from worldsim.model.odometry import odometer_m
 
 
 def main(argv: list[str]) -> None:
@@ -35,19 +34,20 @@ def main(argv: list[str]) -> None:
     for i in range(len(data)):
         e = data.episode(i)
         frames, actions = torch.from_numpy(e.frames)[None], torch.from_numpy(e.actions)[None]
-        with torch.no_grad():
-            distances = odometer_m(frames, model.cfg.odometer_markings)
-            counted = model._counted_heading(distances, actions)[0, :, 1].numpy()
         for f in at:
-            if f < len(counted):
-                errors[f].append(float(counted[f] - e.states["ego_yaw_rad"][f]))
-    # a car never steered, at a cruising throttle, on a road that scrolls 0.8 m a step
-    steps = 600
-    straight = torch.zeros(1, steps, model.cfg.action_dim)
-    straight[..., 1] = 0.1
-    distances = torch.arange(steps + 1, dtype=torch.float32)[None] * 0.8
+            if f <= e.steps:
+                with torch.no_grad():  # the count over frames 0..f, as a report's context is counted
+                    counted = model.context_odometer(frames[:, : f + 1], actions[:, :f])[0, -1, 1].item()
+                errors[f].append(counted - float(e.states["ego_yaw_rad"][f]))
+    # a car never steered, at a cruising throttle, counted on for a minute as a rollout counts it
+    window = torch.zeros(1, model.cfg.context, model.cfg.action_dim)
+    window[..., 1] = 0.1
+    trail = model.start_odometer(1)
+    road = torch.from_numpy(data.episode(0).frames[0])[None]
     with torch.no_grad():
-        unsteered = model._counted_heading(distances, straight)[0, -1, 1].item()
+        for _ in range(600):
+            trail = model.advance_odometer(trail, road, road, window)
+    unsteered = trail[0, -1, 1].item()
     result = {
         "data": args["data"],
         "checkpoint": args["checkpoint"],
