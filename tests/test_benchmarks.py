@@ -151,3 +151,28 @@ def test_a_rollout_start_pads_a_context_longer_than_the_real_frames_as_training_
     assert (
         ctx[:, 0, 0, 0].tolist() == [1, 2, 3, 4, 5] and mask.all() and actions[:, 0].tolist() == [2, 3, 4, 5]
     )
+
+
+def test_heading_drift_is_small_for_the_shipped_dynamics_and_large_for_a_car_that_turns_by_itself(
+    tmp_path, monkeypatch
+):
+    """The shipped Drive generator's counted heading stays near MuJoCo's yaw and an unsteered car
+    keeps heading 0; dynamics that turn the car 0.01 rad every step whatever it does are far off."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import heading_drift
+
+    from tests.test_heading import _Turning
+    from worldsim.checkpoints import load_world_model
+    from worldsim.data.loader import load_dataset
+
+    path = collect(
+        "drive", episodes=2, out=tmp_path / "data", num_envs=1, seed=3, max_steps=40, progress=False
+    )
+    data = load_dataset(path)
+    model = load_world_model(None, "drive", "cpu")
+    good = heading_drift.drift(model, data, [10, 30])
+    assert good["episodes_at"] == {"10": 2, "30": 2}
+    assert good["rms_error_rad"]["30"] < 0.1 and good["unsteered_heading_after_600_steps_rad"] == 0.0
+    model.heading_dynamics = _Turning(0.01)
+    bad = heading_drift.drift(model, data, [10, 30])
+    assert bad["rms_error_rad"]["30"] > 0.2 and abs(bad["unsteered_heading_after_600_steps_rad"] - 6.0) < 1e-3
