@@ -161,7 +161,7 @@ def test_heading_drift_is_small_for_the_shipped_dynamics_and_large_for_a_car_tha
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import heading_drift
 
-    from tests.test_heading import _Turning
+    from tests.test_heading import TurningDynamics
     from worldsim.checkpoints import load_world_model
     from worldsim.data.loader import load_dataset
 
@@ -173,6 +173,6 @@ def test_heading_drift_is_small_for_the_shipped_dynamics_and_large_for_a_car_tha
     good = heading_drift.drift(model, data, [10, 30])
     assert good["episodes_at"] == {"10": 2, "30": 2}
     assert good["rms_error_rad"]["30"] < 0.1 and good["unsteered_heading_after_600_steps_rad"] == 0.0
-    model.heading_dynamics = _Turning(0.01)
+    model.heading_dynamics = TurningDynamics(0.01)
     bad = heading_drift.drift(model, data, [10, 30])
     assert bad["rms_error_rad"]["30"] > 0.2 and abs(bad["unsteered_heading_after_600_steps_rad"] - 6.0) < 1e-3

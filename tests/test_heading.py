@@ -59,7 +59,7 @@ def test_fitted_heading_dynamics_predict_the_turn_far_better_than_repeating_the_
     assert not any(p.requires_grad for p in module.parameters())  # kept as fitted while the generator trains
 
 
-class _Turning(torch.nn.Module):
+class TurningDynamics(torch.nn.Module):
     """Dynamics that turn the car by ``turn`` rad every step, whatever it does (no mirror-symmetric
     network does that: the count's bookkeeping is what is tested)."""
 
@@ -73,7 +73,7 @@ class _Turning(torch.nn.Module):
 
 
 def _turning(model, turn: float) -> None:
-    model.heading_dynamics = _Turning(turn)
+    model.heading_dynamics = TurningDynamics(turn)
 
 
 def test_a_heading_rides_in_the_trail_and_is_counted_from_the_start():
