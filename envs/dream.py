@@ -35,7 +35,7 @@ from worldsim.model.world_model import WorldModel, check_precision
 from worldsim.physics.base import check_action
 from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
-from worldsim.scenes import caption, family_of, parse_prompt, script_of
+from worldsim.scenes import caption, family_of, parse_prompt, script_of, start_step_m
 from worldsim.scenes.base import check_split
 
 CONTEXTS = ("real", "generated")
@@ -271,7 +271,8 @@ class DreamVectorEnv(VectorEnv):
             self._frames[idx] = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             self._mask[idx] = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
             self._actions[idx] = acts
-            self._odometer[idx] = self.model.advance_odometer(self._odometer[idx], ctx[:, -1], nxt, acts)
+            start = torch.tensor([start_step_m(self.scenes[i]) for i in live], device=self.device)
+            self._odometer[idx] = self.model.advance_odometer(self._odometer[idx], ctx[:, -1], nxt, acts, start)
             self._steps[live] += 1
         if restarting.any():
             self._start(np.flatnonzero(restarting), None)

@@ -477,6 +477,34 @@ def test_fine_tuning_may_add_odometer_dynamics_fitted_before_the_run_and_kept(dr
         train(untrailed)
 
 
+def test_fine_tuning_refits_odometer_dynamics_of_another_form_from_the_cars_travel(drive, tiny_data, tmp_path):
+    """A checkpoint counting by the network form, fine-tuned with the linear form, has the linear law
+    fitted to the dataset's travel before the run (its coefficients written beside it), the
+    network's weights gone and every other weight kept; a dataset without the car's position is
+    refused by name."""
+    run = tiny_run(drive, tmp_path / "network", steps=1)
+    run.model.odometer, run.model.odometer_trail, run.model.odometer_dynamics = True, 4, True
+    run.model.odometer_dynamics_form = "network"
+    network = load_checkpoint(train(run))
+    assert network.config["odometer_dynamics_form"] == "network"
+    again = tiny_run(drive, tmp_path / "linear", steps=0, init=str(network.path))
+    again.model.odometer_dynamics = True  # and the default form, linear
+    linear = load_checkpoint(train(again))
+    fitted = json.loads((tmp_path / "linear" / "odometer_dynamics.json").read_text())
+    assert linear.config["odometer_dynamics_form"] == "linear" and fitted["rolling_windows_fitted"] > 10
+    assert fitted["law"]["pos1_t"] > 0 > fitted["law"]["neg1_t"], fitted  # throttle drives, brake stops
+    dynamics = {k for k in linear.state_dict if k.startswith("odometer_dynamics.")}
+    assert dynamics == {"odometer_dynamics.change.weight"}
+    for k, v in network.state_dict.items():
+        if not k.startswith("odometer_dynamics."):
+            torch.testing.assert_close(linear.state_dict[k], v)
+    from worldsim.data.loader import load_dataset
+    from worldsim.train.loop import flat_travel
+
+    with pytest.raises(ValueError, match="ego_pos_m"):
+        flat_travel(load_dataset(tiny_data))
+
+
 def test_fine_tuning_may_add_a_heading_fitted_to_the_datasets_yaw_and_kept(drive, tiny_data, tmp_path):
     """A heading added by fine-tuning has its dynamics fitted to the dataset's yaw before the run
     (figures written beside it, better than repeating the last turn) and its input at zero, every

@@ -19,7 +19,7 @@ import torch
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for
 from worldsim.model.world_model import WorldModel
 from worldsim.physics import make_simulator
-from worldsim.scenes import script_of
+from worldsim.scenes import script_of, start_step_m
 
 
 class Policy(Protocol):
@@ -85,6 +85,7 @@ def dream(
     taken = []
     odometer = model.start_odometer(1, device)  # the start is an episode's first frame
     scripts = [script_of(spec)]
+    start_step = torch.tensor([start_step_m(spec)], device=device)  # the prompt's speed
     for t in range(steps):
         a = np.clip(policy.act(sim.state()) if policy is not None else actions[t], -1.0, 1.0).astype(
             np.float32
@@ -102,7 +103,7 @@ def dream(
             odometer_m=odometer,
             scripts=scripts,
         )
-        odometer = model.advance_odometer(odometer, ctx[:, -1], nxt, past)
+        odometer = model.advance_odometer(odometer, ctx[:, -1], nxt, past, start_step)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
         mask = torch.cat([mask[:, 1:], torch.ones(1, 1, dtype=torch.bool, device=device)], dim=1)
         generated.append(nxt[0].cpu().numpy())

@@ -28,10 +28,10 @@ Design choices, each measured on Balls (see the README):
   dashes' scroll in the frames it makes. With ``odometer_trail=M`` it is also told the mean step
   over the last M frames: a speed that K frames of whole-pixel moves alias (the dashes move 4 or 5
   rows a step at 8 m/s), so that one step's error is not read back as a change of speed. With
-  ``odometer_dynamics`` a rollout counts its distance by a small network fitted to the dataset's
-  odometer and actions (``worldsim.model.odometer_dynamics``) instead of re-reading each step off the
+  ``odometer_dynamics`` a rollout counts its distance by dynamics fitted to the dataset (a rolling
+  car's linear law, ``worldsim.model.odometer_dynamics``) instead of re-reading each step off the
   frames it made: drawn a little short, a step re-read is a slower car, and over a minute the car
-  stopped. With ``heading`` the trail also carries the car's heading (``worldsim.model.heading``),
+  stopped. An episode's first step is counted from the prompt's speed where the caller gives it. With ``heading`` the trail also carries the car's heading (``worldsim.model.heading``),
   counted from the steering by fitted dynamics: Drive's frames show the car across the road but
   not which way it points, and the steering over a whole episode sets that.
 - A generator may move the last frame's pixels by a predicted forward displacement field before
@@ -60,7 +60,7 @@ from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, t
 from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
-from worldsim.model.odometer_dynamics import OdometerDynamics, known_step
+from worldsim.model.odometer_dynamics import FORMS, known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
@@ -98,6 +98,7 @@ class WorldModelConfig:
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
     odometer_trail: int = 0  # > 1: odometer_m is the distance at the last this many frames (a speed)
     odometer_dynamics: bool = False  # a rollout counts its distance by learned dynamics, not its frames
+    odometer_dynamics_form: str = "linear"  # "linear" (a rolling car's law) or "network" (older checkpoints)
     heading: bool = False  # the trail also carries the car's heading, counted from the steering (``heading``)
     script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
     script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
@@ -129,6 +130,7 @@ class WorldModelConfig:
         for key, cls in sub.items():
             if key in d and isinstance(d[key], dict):
                 d[key] = cls(**d[key])
+        d.setdefault("odometer_dynamics_form", "network")  # the only form before the field was written
         return WorldModelConfig(**d)
 
 
@@ -365,9 +367,15 @@ class WorldModel(nn.Module):
                     "odometer_dynamics count a rollout's distance from the steps of its trail: it needs "
                     "odometer_trail (2 or more)"
                 )
-            # Fitted to the dataset's odometer before the generator trains (train.loop), then kept:
-            # the frame loss never reaches it.
-            self.odometer_dynamics = OdometerDynamics(cfg.odometer_trail, cfg.context, cfg.action_dim)
+            if cfg.odometer_dynamics_form not in FORMS:
+                raise ValueError(
+                    f"odometer_dynamics_form must be one of {FORMS}, got {cfg.odometer_dynamics_form!r}"
+                )
+            # Fitted to the dataset before the generator trains (train.loop), then kept: the frame
+            # loss never reaches it.
+            self.odometer_dynamics = make_odometer_dynamics(
+                cfg.odometer_dynamics_form, cfg.odometer_trail, cfg.context, cfg.action_dim
+            )
             self.odometer_dynamics.requires_grad_(False)
         if cfg.heading:
             if not cfg.odometer_dynamics:
@@ -475,13 +483,18 @@ class WorldModel(nn.Module):
         before_uint8: torch.Tensor,
         after_uint8: torch.Tensor,
         actions: torch.Tensor | None = None,
+        start_step_m: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``odometer`` (``float[B]`` or a trail ``[B, M]``) one frame on, from frames ``before`` to
         ``after``: what a caller stepping a rollout itself keeps. The step is read off the two frames
         (``odometer_step``), or, for a generator with ``odometer_dynamics``, predicted from the trail
         and ``actions[B, K, A]`` (the window ``predict_next`` was given) wherever the trail holds a
-        step (an episode's first step is read off the frames). With ``heading`` (a trail ``[B, M,
-        2]``) the heading moves on by its dynamics (``worldsim.model.heading``)."""
+        step. An episode's first step is read off the frames, or, where ``start_step_m[B]`` is
+        finite (the step the prompt's speed makes, ``worldsim.scenes.start_step_m``), counted by the
+        dynamics on from it: one generated step is read to a row of pixels (0.06 m) and drawn from
+        the prompt alone, and the dynamics carry a first step's error for the whole rollout. With
+        ``heading`` (a trail ``[B, M, 2]``) the heading moves on by its dynamics
+        (``worldsim.model.heading``)."""
         distances = distance_trail(odometer)
         if self.cfg.odometer_dynamics:
             if actions is None or actions.shape[:2] != (odometer.shape[0], self.cfg.context):
@@ -490,9 +503,21 @@ class WorldModel(nn.Module):
                     f"[B, {self.cfg.context}, {self.cfg.action_dim}] window predict_next was given"
                 )
             actions = actions.to(odometer.device)
+            known = known_step(distances)
+            if start_step_m is not None:  # a step before the first frame at the prompt's speed
+                start = torch.as_tensor(start_step_m, dtype=torch.float32, device=odometer.device)
+                if start.shape != known.shape:
+                    raise ValueError(
+                        f"start_step_m must give one step per world, shape ({known.shape[0]},); "
+                        f"got {tuple(start.shape)}"
+                    )
+                begins = ~known & torch.isfinite(start) & torch.isfinite(distances[:, -1])
+                before_first = distances[:, -1] - start
+                distances = distances.clone()
+                distances[:, -2] = torch.where(begins, before_first, distances[:, -2])
+                known = known | begins
             with torch.no_grad():
                 step = self.odometer_dynamics(distances, actions)
-            known = known_step(distances)
             if not known.all():  # the frames are read only for the worlds at their first step
                 read = self.odometer_step(before_uint8, after_uint8).to(odometer.device)
                 step = torch.where(known, step, read)
@@ -956,6 +981,7 @@ class WorldModel(nn.Module):
         frame_index: torch.Tensor | int | None = None,
         odometer_m: torch.Tensor | float | None = None,
         scripts: Sequence[Script] | None = None,
+        start_step_m: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
@@ -964,7 +990,9 @@ class WorldModel(nn.Module):
         draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from);
         ``frame_index`` the index of the first frame made and ``odometer_m`` the distance at the last
         context frame (``predict_next``; the rollout adds up the distance of each frame it makes, by
-        ``odometer_step``) and ``scripts`` the agents each prompt scripts. Returns the
+        ``odometer_step``) and ``scripts`` the agents each prompt scripts; ``start_step_m`` the step
+        each prompt's speed makes, for worlds that start at an episode's first frame
+        (``advance_odometer``). Returns the
         ``T`` generated frames ``uint8[B,T,H,W,3]``.
         """
         device = next(self.parameters()).device
@@ -995,7 +1023,7 @@ class WorldModel(nn.Module):
                 scripts=scripts,
             )
             if odometer is not None:
-                odometer = self.advance_odometer(odometer, ctx[:, -1], nxt, acts[:, t : t + k])
+                odometer = self.advance_odometer(odometer, ctx[:, -1], nxt, acts[:, t : t + k], start_step_m)
             frames.append(nxt)
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
             mask = torch.cat([mask[:, 1:], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)

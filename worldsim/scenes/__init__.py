@@ -59,6 +59,15 @@ def _no_agents(t_s: float) -> tuple[Footprint, ...]:
     return ()
 
 
+def start_step_m(spec: Any) -> float:
+    """How far the followed camera moves in one control step at the speed ``spec``'s prompt starts it
+    with (Drive: the ego car's), NaN in a family whose camera follows nothing moving: what a
+    generator's odometer dynamics count an episode's first step on from
+    (``WorldModel.advance_odometer``)."""
+    fam = family_of(spec)
+    return float("nan") if fam.start_speed_mps is None else float(fam.start_speed_mps(spec)) / fam.control_hz
+
+
 @lru_cache(maxsize=65536)
 def _script_of_prompt(text: str, family: str) -> Callable[[float], tuple[Footprint, ...]]:
     return script_of(parse_prompt(text, family))
@@ -116,4 +125,5 @@ __all__ = [
     "scripts_of_prompts",
     "spec_from_dict",
     "spec_to_dict",
+    "start_step_m",
 ]

@@ -81,6 +81,9 @@ class Family:
     extras: dict[str, Any] = field(default_factory=dict)
     # The agents the prompt scripts, at a time in seconds (``None``: the family scripts none).
     scripted: Callable[[Any, float], tuple[Footprint, ...]] | None = None
+    # The speed (m/s) along x at which the followed camera starts, as the prompt gives it (``None``:
+    # the family's camera does not follow anything that starts moving).
+    start_speed_mps: Callable[[Any], float] | None = None
 
     @property
     def timestep_s(self) -> float:

@@ -392,6 +392,11 @@ def scripted_footprints(spec: DriveSpec, t_s: float) -> tuple[Footprint, ...]:
     return tuple(out)
 
 
+def ego_start_speed_mps(spec: DriveSpec) -> float:
+    """The ego car's speed at the reset (the camera follows it along the road)."""
+    return spec.ego_speed_mps
+
+
 FAMILY = Family(
     name="drive",
     spec_type=DriveSpec,
@@ -405,4 +410,5 @@ FAMILY = Family(
     control_hz=10.0,
     substeps=50,
     scripted=scripted_footprints,
+    start_speed_mps=ego_start_speed_mps,
 )

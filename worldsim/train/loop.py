@@ -30,7 +30,7 @@ import torch.distributed as dist
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset, window_actions
 from worldsim.model.edm import LOSSES
 from worldsim.model.heading import fit_heading
-from worldsim.model.odometer_dynamics import fit_dynamics
+from worldsim.model.odometer_dynamics import fit_dynamics, fit_linear_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.script_map import ScriptMapConfig
@@ -249,6 +249,8 @@ def load_init(
     was = int(init.config.get("context", model.cfg.context))
     if was != model.cfg.context:
         _with_longer_context(state, own, was, model.cfg)
+    if init.config.get("odometer_dynamics_form", "network") != model.cfg.odometer_dynamics_form:
+        state = {k: v for k, v in state.items() if not k.startswith("odometer_dynamics.")}  # refitted
     adds_flow = "flow_net.head.weight" in own and "flow_net.head.weight" not in state
     if adds_flow and init.config.get("script_map", False):
         # the warped frame's channels come before the map's: appended zeros would land on the map
@@ -357,6 +359,26 @@ def flat_heading(dataset: Dataset) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def flat_travel(dataset: Dataset) -> np.ndarray:
+    """How far the ego car has travelled along x since its episode's first frame, at every frame of
+    ``dataset`` in the order of its flat arrays, ``float32[frames]``: what linear odometer dynamics
+    learn a rolling car's law from (the camera follows the car along x). The frames' readings are
+    within a row of pixels (0.06 m) a step, and a least-squares law fitted to readings that noisy
+    takes part of the noise for a pull towards the mean speed."""
+    out = []
+    for i in range(len(dataset)):
+        states = dataset.episode(i).states
+        if "ego_pos_m" not in states:
+            raise ValueError(
+                f"linear odometer dynamics learn from the ego car's travel, the state ego_pos_m, which "
+                f"{dataset.root} does not record (its states: {sorted(states)}); "
+                "model.odometer_dynamics_form=network learns from the frames' readings"
+            )
+        x = states["ego_pos_m"][:, 0]
+        out.append(x - x[0])
+    return np.concatenate(out).astype(np.float32)
+
+
 def flat_ego(flat: Any, dataset: Dataset, cfg: WorldModelConfig) -> np.ndarray | None:
     """What ``odometer_at`` reads for a generator with an odometer: ``flat_odometer``, and with
     ``heading`` the heading beside it, ``float32[frames, 2]``; None for a generator without one."""
@@ -387,13 +409,15 @@ def odometer_at(
     return out
 
 
-def init_has_dynamics(init: Checkpoint | None, context: int) -> bool:
+def init_has_dynamics(init: Checkpoint | None, context: int, form: str) -> bool:
     """Whether a fine-tuning's checkpoint brings odometer dynamics the run keeps: its own, read off a
-    context of the run's length (a lengthened context refits them)."""
+    context of the run's length and of the run's form (a lengthened context or another form refits
+    them)."""
     return (
         init is not None
         and bool(init.config.get("odometer_dynamics", False))
         and init.config.get("context") == context
+        and init.config.get("odometer_dynamics_form", "network") == form
     )
 
 
@@ -458,11 +482,19 @@ def fit_heading_dynamics(model: WorldModel, ego: np.ndarray, flat: Any, seed: in
     return _fitted_on_cpu(model.heading_dynamics, fit_heading, windows, seed)
 
 
-def fit_odometer_dynamics(model: WorldModel, odometer: np.ndarray, flat: Any, seed: int) -> dict[str, float]:
-    """Fit ``model``'s odometer dynamics to the distances its odometer reads off every frame of the
-    dataset (``odometer``, ``flat_odometer``) and the actions taken
-    (``worldsim.model.odometer_dynamics``); its held-out figures."""
+def fit_odometer_dynamics(
+    model: WorldModel, odometer: np.ndarray, flat: Any, seed: int, dataset: Dataset | None = None
+) -> dict[str, float]:
+    """Fit ``model``'s odometer dynamics and return their held-out figures
+    (``worldsim.model.odometer_dynamics``): the linear law to the ego car's travel in ``dataset``
+    (``flat_travel``), the network to the distances its odometer reads off every frame (``odometer``,
+    ``flat_odometer``), each with the actions taken."""
     cfg = model.cfg
+    if cfg.odometer_dynamics_form == "linear":
+        if dataset is None:
+            raise ValueError("linear odometer dynamics learn from the dataset's travel: pass dataset")
+        windows = dynamics_windows(flat_travel(dataset), flat, cfg.odometer_trail, cfg.context)
+        return _fitted_on_cpu(model.odometer_dynamics, fit_linear_dynamics, windows, seed)
     windows = dynamics_windows(odometer, flat, cfg.odometer_trail, cfg.context)
     return _fitted_on_cpu(model.odometer_dynamics, fit_dynamics, windows, seed)
 
@@ -683,6 +715,9 @@ def train(run: RunConfig) -> Path:
             model_cfg.context = run.model.context  # the older frames' weights start at zero
         if run.model.odometer_dynamics and not model_cfg.odometer_dynamics:
             model_cfg.odometer_dynamics = True  # fitted before the run (the frame model is unchanged)
+            model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form
+        elif run.model.odometer_dynamics and run.model.odometer_dynamics_form != model_cfg.odometer_dynamics_form:
+            model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form  # refitted in the run's form
         if run.model.heading and not model_cfg.heading:
             model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
         if run.model.script_map and not model_cfg.script_map:
@@ -736,9 +771,13 @@ def train(run: RunConfig) -> Path:
         model.empty_frame.copy_(torch.from_numpy(mean_frame(sampler)))
     # the odometer's readings (and the heading) of every frame: read once, for the fits and the windows
     odometer = flat_ego(sampler.flat, dataset, model_cfg)
-    if resume is None and model_cfg.odometer_dynamics and not init_has_dynamics(init, model_cfg.context):
+    if (
+        resume is None
+        and model_cfg.odometer_dynamics
+        and not init_has_dynamics(init, model_cfg.context, model_cfg.odometer_dynamics_form)
+    ):
         distances = odometer[:, 0] if model_cfg.heading else odometer
-        fitted = fit_odometer_dynamics(model, distances, sampler.flat, cfg.seed)
+        fitted = fit_odometer_dynamics(model, distances, sampler.flat, cfg.seed, dataset)
         if rank == 0:
             print(f"odometer dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "odometer_dynamics.json").write_text(json.dumps(fitted, indent=2))
