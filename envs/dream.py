@@ -272,7 +272,9 @@ class DreamVectorEnv(VectorEnv):
             self._mask[idx] = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
             self._actions[idx] = acts
             start = torch.tensor([start_step_m(self.scenes[i]) for i in live], device=self.device)
-            self._odometer[idx] = self.model.advance_odometer(self._odometer[idx], ctx[:, -1], nxt, acts, start)
+            self._odometer[idx] = self.model.advance_odometer(
+                self._odometer[idx], ctx[:, -1], nxt, acts, start
+            )
             self._steps[live] += 1
         if restarting.any():
             self._start(np.flatnonzero(restarting), None)

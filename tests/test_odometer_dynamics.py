@@ -105,7 +105,14 @@ def test_odometer_dynamics_need_a_trail():
 
 # A rolling car's law with Drive's proportions (m a step, per step): throttle +0.014 now and a step
 # before, brake -0.035, losses of 0.003 of the step and a constant 0.0005.
-LAW = {"pos1_t": 0.014, "neg1_t": -0.035, "pos1_t-1": 0.014, "neg1_t-1": -0.035, "step": -0.003, "constant": -0.0005}
+LAW = {
+    "pos1_t": 0.014,
+    "neg1_t": -0.035,
+    "pos1_t-1": 0.014,
+    "neg1_t-1": -0.035,
+    "step": -0.003,
+    "constant": -0.0005,
+}
 
 
 def _rolling_cars(episodes: int, steps: int, seed: int = 0):
@@ -120,9 +127,12 @@ def _rolling_cars(episodes: int, steps: int, seed: int = 0):
         for t in range(steps):
             before = acts[t - 1, 1] if t else 0.0
             s += (
-                LAW["pos1_t"] * max(acts[t, 1], 0) + LAW["neg1_t"] * max(-acts[t, 1], 0)
-                + LAW["pos1_t-1"] * max(before, 0) + LAW["neg1_t-1"] * max(-before, 0)
-                + LAW["step"] * s + LAW["constant"]
+                LAW["pos1_t"] * max(acts[t, 1], 0)
+                + LAW["neg1_t"] * max(-acts[t, 1], 0)
+                + LAW["pos1_t-1"] * max(before, 0)
+                + LAW["neg1_t-1"] * max(-before, 0)
+                + LAW["step"] * s
+                + LAW["constant"]
             )
             assert s > 0.1  # rolling all the time: the law holds in every window
             d.append(d[-1] + s)
@@ -169,7 +179,9 @@ def test_a_brake_stops_the_car_and_its_own_losses_never_push_it():
     (step and constant, as fitted on Drive: a pull above 0.36 m a step, a push below) slows a
     cruising car and leaves a stopped one stopped."""
     module = LinearOdometerDynamics(trail=3, context=2, action_dim=2)
-    module.change.weight.copy_(torch.tensor([[0.0, 0.014, 0.0, -0.035, 0.0, 0.014, 0.0, -0.035, -0.003, 0.0011]]))
+    module.change.weight.copy_(
+        torch.tensor([[0.0, 0.014, 0.0, -0.035, 0.0, 0.014, 0.0, -0.035, -0.003, 0.0011]])
+    )
     hard, idle = torch.tensor([[[0.0, -1.0], [0.0, -1.0]]]), torch.zeros(1, 2, 2)
     assert module(torch.tensor([[0.0, 0.05, 0.1]]), hard).item() == 0.0
     assert module(torch.tensor([[0.0, 0.6, 1.2]]), idle).item() == pytest.approx(0.6 - 0.003 * 0.6 + 0.0011)
@@ -205,16 +217,24 @@ def test_odometer_dynamics_come_in_two_forms_and_older_checkpoints_read_as_the_n
 
     assert WorldModelConfig.from_dict({"odometer_dynamics": True}).odometer_dynamics_form == "network"
     assert WorldModelConfig().odometer_dynamics_form == "linear"
-    linear, _ = tiny_drive_model(odometer=True, odometer_markings=MARKINGS, odometer_trail=4, odometer_dynamics=True)
+    linear, _ = tiny_drive_model(
+        odometer=True, odometer_markings=MARKINGS, odometer_trail=4, odometer_dynamics=True
+    )
     assert isinstance(linear.odometer_dynamics, LinearOdometerDynamics)
     network, _ = tiny_drive_model(
-        odometer=True, odometer_markings=MARKINGS, odometer_trail=4, odometer_dynamics=True,
+        odometer=True,
+        odometer_markings=MARKINGS,
+        odometer_trail=4,
+        odometer_dynamics=True,
         odometer_dynamics_form="network",
     )
     assert isinstance(network.odometer_dynamics, OdometerDynamics)
     with pytest.raises(ValueError, match="odometer_dynamics_form"):
         tiny_drive_model(
-            odometer=True, odometer_markings=MARKINGS, odometer_trail=4, odometer_dynamics=True,
+            odometer=True,
+            odometer_markings=MARKINGS,
+            odometer_trail=4,
+            odometer_dynamics=True,
             odometer_dynamics_form="spline",
         )
     drive = sample("drive", np.random.default_rng(0))

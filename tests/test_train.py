@@ -477,7 +477,9 @@ def test_fine_tuning_may_add_odometer_dynamics_fitted_before_the_run_and_kept(dr
         train(untrailed)
 
 
-def test_fine_tuning_refits_odometer_dynamics_of_another_form_from_the_cars_travel(drive, tiny_data, tmp_path):
+def test_fine_tuning_refits_odometer_dynamics_of_another_form_from_the_cars_travel(
+    drive, tiny_data, tmp_path
+):
     """A checkpoint counting by the network form, fine-tuned with the linear form, has the linear law
     fitted to the dataset's travel before the run (its coefficients written beside it), the
     network's weights gone and every other weight kept; a dataset without the car's position is

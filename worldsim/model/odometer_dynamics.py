@@ -257,7 +257,11 @@ def fit_linear_dynamics(
 
 def _law_names(action_dim: int) -> list[str]:
     """The names of ``LinearOdometerDynamics.features``' columns, for the fit's figures."""
-    parts = [f"{part}{i}_{when}" for when, part in (("t", "pos"), ("t", "neg"), ("t-1", "pos"), ("t-1", "neg")) for i in range(action_dim)]
+    parts = [
+        f"{part}{i}_{when}"
+        for when, part in (("t", "pos"), ("t", "neg"), ("t-1", "pos"), ("t-1", "neg"))
+        for i in range(action_dim)
+    ]
     return parts + ["step", "constant"]
 
 

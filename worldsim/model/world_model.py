@@ -31,9 +31,10 @@ Design choices, each measured on Balls (see the README):
   ``odometer_dynamics`` a rollout counts its distance by dynamics fitted to the dataset (a rolling
   car's linear law, ``worldsim.model.odometer_dynamics``) instead of re-reading each step off the
   frames it made: drawn a little short, a step re-read is a slower car, and over a minute the car
-  stopped. An episode's first step is counted from the prompt's speed where the caller gives it. With ``heading`` the trail also carries the car's heading (``worldsim.model.heading``),
-  counted from the steering by fitted dynamics: Drive's frames show the car across the road but
-  not which way it points, and the steering over a whole episode sets that.
+  stopped; an episode's first step is counted from the prompt's speed where the caller gives it.
+  With ``heading`` the trail also carries the car's heading (``worldsim.model.heading``), counted
+  from the steering by fitted dynamics: Drive's frames show the car across the road but not which
+  way it points, and the steering over a whole episode sets that.
 - A generator may move the last frame's pixels by a predicted forward displacement field before
   drawing the change (``flow_channels``; ``worldsim.model.warp``): an object whose next position it
   is unsure of then moves whole, to its mean position, instead of blending into the places it may
@@ -60,7 +61,7 @@ from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, t
 from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
-from worldsim.model.odometer_dynamics import FORMS, known_step, make_odometer_dynamics
+from worldsim.model.odometer_dynamics import known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
@@ -366,10 +367,6 @@ class WorldModel(nn.Module):
                 raise ValueError(
                     "odometer_dynamics count a rollout's distance from the steps of its trail: it needs "
                     "odometer_trail (2 or more)"
-                )
-            if cfg.odometer_dynamics_form not in FORMS:
-                raise ValueError(
-                    f"odometer_dynamics_form must be one of {FORMS}, got {cfg.odometer_dynamics_form!r}"
                 )
             # Fitted to the dataset before the generator trains (train.loop), then kept: the frame
             # loss never reaches it.

@@ -716,7 +716,10 @@ def train(run: RunConfig) -> Path:
         if run.model.odometer_dynamics and not model_cfg.odometer_dynamics:
             model_cfg.odometer_dynamics = True  # fitted before the run (the frame model is unchanged)
             model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form
-        elif run.model.odometer_dynamics and run.model.odometer_dynamics_form != model_cfg.odometer_dynamics_form:
+        elif (
+            run.model.odometer_dynamics
+            and run.model.odometer_dynamics_form != model_cfg.odometer_dynamics_form
+        ):
             model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form  # refitted in the run's form
         if run.model.heading and not model_cfg.heading:
             model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
