@@ -66,3 +66,21 @@ def test_collapse_check_passes_truth_and_catches_a_vanishing_object(model):
     assert not result["all_persist"]
     assert result["objects"]["ball1"]["visible_fraction"] < 0.6
     assert result["objects"]["ball0"]["persists"]
+
+
+def test_a_drive_dream_counts_its_first_step_from_the_prompt_s_speed(monkeypatch):
+    """``worldsim dream`` hands the generator's odometer dynamics the prompt's speed: with a law
+    that coasts, every step is the prompt's, whatever the frames read."""
+    from tests.test_odometry import MARKINGS, tiny_drive_model
+    from worldsim.scenes import sample, start_step_m
+
+    spec = sample("drive", np.random.default_rng(0))
+    model, _ = tiny_drive_model(
+        [caption(spec)], odometer=True, odometer_markings=MARKINGS, odometer_trail=4, odometer_dynamics=True
+    )
+    monkeypatch.setattr(model, "odometer_step", lambda before, after: torch.full((before.shape[0],), 9.0))
+    seen, real = [], model.advance_odometer
+    monkeypatch.setattr(model, "advance_odometer", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    dream(model, spec, caption(spec), 3, actions=np.zeros((3, 2), np.float32))
+    step = start_step_m(spec)
+    assert [t[0, -1].item() for t in seen] == pytest.approx([step, 2 * step, 3 * step], rel=1e-5)

@@ -224,6 +224,35 @@ def test_a_generator_with_an_odometer_is_told_each_world_s_distance(monkeypatch)
     vec.close()
 
 
+def test_odometer_dynamics_count_each_world_s_first_step_from_its_prompt_s_speed(monkeypatch):
+    """With odometer dynamics, a world's first step is counted on from the speed its prompt gives
+    (a law that coasts keeps it), not read off the first frame the generator made."""
+    from worldsim.model.odometry import OdometerConfig
+    from worldsim.scenes import start_step_m
+    from worldsim.scenes.drive import road_markings
+
+    base = random_generator("drive")
+    cfg = {
+        **base.cfg.to_dict(),
+        "odometer": True,
+        "odometer_markings": OdometerConfig(**road_markings(64, 64)).to_dict(),
+        "odometer_trail": 4,
+        "odometer_dynamics": True,
+        "odometer_dynamics_form": "linear",
+    }
+    model = WorldModel(WorldModelConfig.from_dict(cfg))
+    model.load_state_dict(base.state_dict(), strict=False)  # the law's weights stay zero: it coasts
+    monkeypatch.setattr(model, "odometer_step", lambda before, after: torch.full((before.shape[0],), 9.0))
+    vec = DreamVectorEnv("drive", num_envs=2, model=model.eval(), horizon=4)
+    vec.reset(seed=0)
+    for _ in range(2):
+        vec.step(np.zeros((2, 2), np.float32))
+    prompts = [start_step_m(spec) for spec in vec.scenes]
+    assert len(set(prompts)) == 2  # two worlds, two speeds
+    np.testing.assert_allclose(vec._odometer[:, -1].numpy(), 2 * np.array(prompts), rtol=1e-5)
+    vec.close()
+
+
 def test_a_generator_with_a_script_map_is_given_each_world_s_script(monkeypatch):
     """Each world's prompt scripts its own agents: the Dream env hands the generator each live
     world's script (the one its spec makes), at the start and at every step."""
