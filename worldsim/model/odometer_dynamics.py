@@ -76,6 +76,16 @@ class OdometerDynamics(nn.Module):
         return (last[:, 0] + self.net(x)[:, 0]).clamp_min(0.0)
 
 
+def held_out(n: int, holdout: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split of ``n`` windows drawn from ``gen``: ``(held out, learned from)``, a share ``holdout``
+    held out."""
+    order = torch.randperm(n, generator=gen)
+    n_val = max(1, int(holdout * n))
+    if n - n_val <= 0:
+        raise ValueError(f"dynamics need windows to learn from; got {n}")
+    return order[:n_val], order[n_val:]
+
+
 def fit_module(
     module: nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -89,11 +99,7 @@ def fit_module(
     """Fit ``module(*inputs)`` to ``targets`` by Adam on the squared error, holding out a share of the
     rows; leaves it frozen and returns the held-out rows' indices and its predictions for them."""
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(targets), generator=gen)
-    n_val = max(1, int(holdout * len(targets)))
-    val, train = order[:n_val], order[n_val:]
-    if len(train) == 0:
-        raise ValueError(f"dynamics need windows to learn from; got {len(targets)}")
+    val, train = held_out(len(targets), holdout, gen)
     module.requires_grad_(True)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     for it in range(iterations):
@@ -222,10 +228,7 @@ def fit_linear_dynamics(
     the rows where the car rolls (both steps at least ``MOVING_M``: at rest the brakes' friction
     holds it, which the clamp at zero keeps), holding out a share of the windows; its RMS error (m)
     on them next to that of repeating the last step. Exact and under a second: the law is linear."""
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(targets), generator=gen)
-    n_val = max(1, int(holdout * len(targets)))
-    val, train = order[:n_val], order[n_val:]
+    val, train = held_out(len(targets), holdout, torch.Generator().manual_seed(seed))
     trails, actions, targets = trails.double(), actions.double(), targets.double()
     last = trails[:, -1] - trails[:, -2]
     before = actions[:, -2] if actions.shape[1] > 1 else torch.zeros_like(actions[:, -1])

@@ -344,19 +344,26 @@ def flat_odometer(flat: Any, markings: OdometerConfig) -> np.ndarray:
     return out
 
 
-def flat_heading(dataset: Dataset) -> np.ndarray:
-    """The ego car's heading (rad) at every frame of every episode of ``dataset``, in the order of its
-    flat arrays, ``float32[frames]``: what a generator with ``heading`` is told in training."""
+def _episode_states(dataset: Dataset, name: str, needed_by: str) -> list[np.ndarray]:
+    """The state ``name`` of every episode of ``dataset`` in order, or a clear error naming what
+    ``needed_by`` it when the dataset does not record it."""
     out = []
     for i in range(len(dataset)):
         states = dataset.episode(i).states
-        if "ego_yaw_rad" not in states:
+        if name not in states:
             raise ValueError(
-                f"model.heading tells a generator the ego car's heading, the state ego_yaw_rad, which "
-                f"{dataset.root} does not record (its states: {sorted(states)})"
+                f"{needed_by}, the state {name}, which {dataset.root} does not record (its states: "
+                f"{sorted(states)})"
             )
-        out.append(states["ego_yaw_rad"])
-    return np.concatenate(out).astype(np.float32)
+        out.append(states[name])
+    return out
+
+
+def flat_heading(dataset: Dataset) -> np.ndarray:
+    """The ego car's heading (rad) at every frame of every episode of ``dataset``, in the order of its
+    flat arrays, ``float32[frames]``: what a generator with ``heading`` is told in training."""
+    yaw = _episode_states(dataset, "ego_yaw_rad", "model.heading tells a generator the ego car's heading")
+    return np.concatenate(yaw).astype(np.float32)
 
 
 def flat_travel(dataset: Dataset) -> np.ndarray:
@@ -365,18 +372,13 @@ def flat_travel(dataset: Dataset) -> np.ndarray:
     learn a rolling car's law from (the camera follows the car along x). The frames' readings are
     within a row of pixels (0.06 m) a step, and a least-squares law fitted to readings that noisy
     takes part of the noise for a pull towards the mean speed."""
-    out = []
-    for i in range(len(dataset)):
-        states = dataset.episode(i).states
-        if "ego_pos_m" not in states:
-            raise ValueError(
-                f"linear odometer dynamics learn from the ego car's travel, the state ego_pos_m, which "
-                f"{dataset.root} does not record (its states: {sorted(states)}); "
-                "model.odometer_dynamics_form=network learns from the frames' readings"
-            )
-        x = states["ego_pos_m"][:, 0]
-        out.append(x - x[0])
-    return np.concatenate(out).astype(np.float32)
+    positions = _episode_states(
+        dataset,
+        "ego_pos_m",
+        "linear odometer dynamics learn from the ego car's travel (model.odometer_dynamics_form=network "
+        "learns from the frames' readings)",
+    )
+    return np.concatenate([p[:, 0] - p[0, 0] for p in positions]).astype(np.float32)
 
 
 def flat_ego(flat: Any, dataset: Dataset, cfg: WorldModelConfig) -> np.ndarray | None:
