@@ -186,7 +186,7 @@ class LinearOdometerDynamics(nn.Module):
         """The step after ``step`` under the actions ``now`` and ``before``. The car's own part of
         the change (its step's and the constant's) is a loss and never pushes it: fitted where the
         car rolls, the two sum to a pull at every speed but a slow one (Drive: below 3.6 m/s), where
-        a car stopped for a pedestrian would otherwise creep on, 4 m in 7 s in one world. The step
+        a car stopped for a pedestrian would otherwise creep on, 3 m in 7 s in one world. The step
         is never negative: a brake stops the car, it does not reverse it."""
         x = self.features(step, now, before)
         w = self.change.weight[0]
