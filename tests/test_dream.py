@@ -68,6 +68,27 @@ def test_collapse_check_passes_truth_and_catches_a_vanishing_object(model):
     assert result["objects"]["ball0"]["persists"]
 
 
+def test_the_collapse_check_counts_what_is_left_on_the_scenery_apart_from_the_objects(model):
+    """MuJoCo's frames are the scene's flat colours: no pixel is off its palette. Specks of a colour
+    the scene does not have are counted, frame by frame, without failing any object."""
+    spec = parse_prompt(PROMPT)
+    truth = dream(model, spec, caption(spec), 10, actions=np.zeros((10, 2)), sampling_steps=1).truth
+    clean = collapse_check(truth, spec, truth)
+    assert clean["off_palette"] == {
+        "share_mean": 0.0,
+        "share_max": 0.0,
+        "share_last": 0.0,
+        "truth_share_max": 0.0,
+    }
+    specked = truth.copy()
+    specked[5:, 10:14, 10:20] = (120, 20, 120)  # 40 pixels of a colour no Balls scene has
+    result = collapse_check(specked, spec, truth)
+    share = 40 / (truth.shape[1] * truth.shape[2])
+    assert result["off_palette"]["share_last"] == pytest.approx(share)
+    assert result["off_palette"]["share_mean"] == pytest.approx(share * 6 / 11)
+    assert result["all_persist"] and result["off_palette"]["truth_share_max"] == 0.0
+
+
 def test_a_drive_dream_counts_its_first_step_from_the_prompt_s_speed(monkeypatch):
     """``worldsim dream`` hands the generator's odometer dynamics the prompt's speed: with a law
     that coasts, every step is the prompt's, whatever the frames read."""

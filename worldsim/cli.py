@@ -211,7 +211,8 @@ def _dream(cfg: DictConfig) -> None:
     print(
         f"{caption(spec)}\n{cfg.steps} frames in {seconds:.1f} s; wrote {out / 'dream.mp4'} (generated | MuJoCo), "
         f"frames.npz, report.json\ncentroid error vs MuJoCo over the first 30 steps: {h30} px; "
-        f"objects persist over the whole video: {report['collapse']['all_persist']}"
+        f"objects persist over the whole video: {report['collapse']['all_persist']}; "
+        f"pixels of no colour of the scene: {report['collapse']['off_palette']['share_last']:.1%} of the last frame"
     )
 
 

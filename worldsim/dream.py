@@ -124,6 +124,24 @@ def write_video(d: Dream, path: str | Path, upscale_factor: int = 4) -> Path:
     return write_mp4(frames, path, fps=10)
 
 
+OFF_PALETTE_LEVELS = 40  # a pixel further than this from every colour of the scene, in some channel
+
+
+def off_palette_share(frames_uint8: np.ndarray, spec: Any) -> np.ndarray:
+    """Per frame of ``uint8[T, H, W, 3]``, the share of pixels that are no colour of the scene: more
+    than ``OFF_PALETTE_LEVELS`` from each colour of its palette (scenery and objects) in some channel.
+    MuJoCo renders flat colours, so its frames have none; what a generator leaves on the scenery
+    (specks along a path an object took, the smear of a pushed object) is counted here, where the
+    object check, which finds objects by their colours, does not see it."""
+    palette = np.asarray(palette_for(spec).rgb, np.int16)
+    frames = np.asarray(frames_uint8).astype(np.int16)
+    out = np.empty(len(frames))
+    for i, frame in enumerate(frames):  # a frame at a time: [H, W, colours, 3] stays small
+        nearest = np.abs(frame[:, :, None, :] - palette).max(-1).min(-1)
+        out[i] = float((nearest > OFF_PALETTE_LEVELS).mean())
+    return out
+
+
 def collapse_check(
     frames_uint8: np.ndarray,
     spec: Any,
@@ -137,7 +155,9 @@ def collapse_check(
     visible in at least ``min_visible`` of the frames where the truth video shows it (every frame
     without a truth video) and, when visible, its pixel count stays within ``size_range`` times the
     truth's count in that frame (its first count without a truth video). A colour change shows as
-    the object's colour vanishing, so it is caught by the same test.
+    the object's colour vanishing, so it is caught by the same test. Beside the objects it reports
+    how much of each frame is no colour of the scene (``off_palette_share``: the mean, the largest
+    and the last frame's share, and the truth's largest), which does not enter ``all_persist``.
     """
     palette = palette_for(spec)
     tracks = extract_objects(frames_uint8, palette)
@@ -164,7 +184,11 @@ def collapse_check(
                 shown.sum() == 0 or (visible_fraction >= min_visible and in_size >= min_visible)
             ),
         }
-    return {"objects": out, "all_persist": all(o["persists"] for o in out.values())}
+    off = off_palette_share(frames_uint8, spec)
+    scenery = {"share_mean": float(off.mean()), "share_max": float(off.max()), "share_last": float(off[-1])}
+    if truth_uint8 is not None:
+        scenery["truth_share_max"] = float(off_palette_share(truth_uint8, spec).max())
+    return {"objects": out, "all_persist": all(o["persists"] for o in out.values()), "off_palette": scenery}
 
 
 def dream_report(d: Dream, spec: Any) -> dict:
