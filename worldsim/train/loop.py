@@ -485,7 +485,7 @@ def fit_heading_dynamics(model: WorldModel, ego: np.ndarray, flat: Any, seed: in
 
 
 def fit_odometer_dynamics(
-    model: WorldModel, odometer: np.ndarray, flat: Any, seed: int, dataset: Dataset | None = None
+    model: WorldModel, odometer: np.ndarray, flat: Any, seed: int, dataset: Dataset
 ) -> dict[str, float]:
     """Fit ``model``'s odometer dynamics and return their held-out figures
     (``worldsim.model.odometer_dynamics``): the linear law to the ego car's travel in ``dataset``
@@ -493,8 +493,6 @@ def fit_odometer_dynamics(
     ``flat_odometer``), each with the actions taken."""
     cfg = model.cfg
     if cfg.odometer_dynamics_form == "linear":
-        if dataset is None:
-            raise ValueError("linear odometer dynamics learn from the dataset's travel: pass dataset")
         windows = dynamics_windows(flat_travel(dataset), flat, cfg.odometer_trail, cfg.context)
         return _fitted_on_cpu(model.odometer_dynamics, fit_linear_dynamics, windows, seed)
     windows = dynamics_windows(odometer, flat, cfg.odometer_trail, cfg.context)
@@ -715,14 +713,11 @@ def train(run: RunConfig) -> Path:
                     f"(model.context={run.model.context}, it reads {model_cfg.context}) is not supported"
                 )
             model_cfg.context = run.model.context  # the older frames' weights start at zero
-        if run.model.odometer_dynamics and not model_cfg.odometer_dynamics:
-            model_cfg.odometer_dynamics = True  # fitted before the run (the frame model is unchanged)
+        if run.model.odometer_dynamics:
+            # fitted before the run in the run's form (the frame model is unchanged); dynamics the
+            # checkpoint has in that form are kept, in another form refitted
+            model_cfg.odometer_dynamics = True
             model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form
-        elif (
-            run.model.odometer_dynamics
-            and run.model.odometer_dynamics_form != model_cfg.odometer_dynamics_form
-        ):
-            model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form  # refitted in the run's form
         if run.model.heading and not model_cfg.heading:
             model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
         if run.model.script_map and not model_cfg.script_map:
