@@ -86,6 +86,39 @@ def test_coverage_is_the_area_of_a_box_and_a_disc():
     assert float(cover[0, 0, 21, 14]) == pytest.approx(0.5)  # half of that pixel is inside
 
 
+def test_the_push_map_draws_the_goal_where_mujoco_does():
+    """Push's prompt places a goal marker that never moves: the map paints it, in the goal's colour,
+    on the pixels MuJoCo draws it on (in every sampled world whose marker nothing covers at the reset),
+    and with a goal 0.1 m away it does not."""
+    from dataclasses import replace
+
+    from worldsim import scenes
+    from worldsim.physics import make_simulator
+    from worldsim.scenes.colours import rgb_uint8
+
+    camera = ScriptMapConfig(**script_map_camera("push", 64, 64))
+    assert not camera.follows
+    goal = np.array(rgb_uint8("goal"))
+    sim = make_simulator("push", "mujoco", 64, 64)
+    checked = 0
+    for seed in range(6):
+        spec = scenes.sample("push", np.random.default_rng(seed))
+        sim.reset(spec)
+        shown = np.abs(sim.render().astype(int) - goal).max(-1) <= 2
+        if shown.sum() < 15:  # the pusher or the object stands on it
+            continue
+        for moved, ok in ((spec, True), (replace(spec, goal_x_m=spec.goal_x_m + 0.1), False)):
+            smap = paint([script_of(moved)], torch.tensor([7]), torch.zeros(1), camera, 64, 64)
+            painted = smap[0, 0].numpy() > 0.5
+            full = smap[0, 0].numpy() > 0.99
+            assert full.any() and (np.abs(_as_image(smap)[0][full].astype(int) - goal).max() <= 1)
+            iou = (painted & shown).sum() / (painted | shown).sum()
+            assert (iou > 0.9) == ok, (seed, ok, iou)
+        checked += 1
+    sim.close()
+    assert checked >= 3
+
+
 def test_a_scene_without_scripted_agents_has_an_empty_map_and_no_camera():
     from worldsim import scenes
 

@@ -86,7 +86,7 @@ def script_map_camera(family: str, width: int, height: int) -> dict:
     fam = family_of(family)
     if fam.scripted is None:
         raise ValueError(
-            f"a script map draws the agents a prompt scripts; {family!r} scripts none (drive does)"
+            f"a script map draws the agents a prompt scripts; {family!r} scripts none (drive and push do)"
         )
     rig = fam.cameras[0]
     cam = camera_params(rig, width, height)
