@@ -8,7 +8,7 @@ import torch
 from test_model import tiny_config
 
 from policies import make_policy
-from worldsim.dream import collapse_check, dream, dream_report
+from worldsim.dream import collapse_check, dream, dream_report, tracked_palette
 from worldsim.metrics.objects import object_masks, palette_for
 from worldsim.model import WorldModel
 from worldsim.scenes import caption, parse_prompt
@@ -66,6 +66,24 @@ def test_collapse_check_passes_truth_and_catches_a_vanishing_object(model):
     assert not result["all_persist"]
     assert result["objects"]["ball1"]["visible_fraction"] < 0.6
     assert result["objects"]["ball0"]["persists"]
+
+
+def test_collapse_check_follows_the_goal_the_prompt_places(model):
+    """The goal marker is scenery to the metrics, but the prompt places it: a video that paints it
+    over with the backdrop fails the check, under the name ``goal``, and the balls still persist."""
+    spec = parse_prompt(PROMPT)
+    truth = dream(model, spec, caption(spec), 20, actions=np.zeros((20, 2)), sampling_steps=1).truth
+    palette = tracked_palette(spec)
+    assert palette.objects[-1] == "goal" and "goal" not in palette_for(spec).objects
+    clean = collapse_check(truth, spec, truth)
+    assert clean["all_persist"] and clean["objects"]["goal"]["frames_shown_by_truth"] == 21
+    broken = truth.copy()
+    goal = object_masks(broken, palette)[:, -1]  # [T, H, W]
+    assert goal[0].sum() > 20
+    broken[8:][goal[8:]] = broken[0, 2, 16]  # a pixel of the backdrop
+    result = collapse_check(broken, spec, truth)
+    assert not result["all_persist"] and not result["objects"]["goal"]["persists"]
+    assert all(result["objects"][b]["persists"] for b in ("ball0", "ball1"))
 
 
 def test_the_collapse_check_counts_what_is_left_on_the_scenery_apart_from_the_objects(model):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for
+from worldsim.metrics.objects import Palette, centroid_errors, extract_objects, palette_for
 from worldsim.model.world_model import WorldModel
 from worldsim.physics import make_simulator
 from worldsim.scenes import script_of, start_step_m
@@ -142,6 +142,27 @@ def off_palette_share(frames_uint8: np.ndarray, spec: Any) -> np.ndarray:
     return out
 
 
+PLACED_SCENERY = ("goal",)
+"""Scenery colours a prompt places (Balls' and Push's goal marker): the collapse check follows each as
+it follows an object, since a generator that forgets a marker has lost part of the prompt's scene
+(the Push checkpoint shipped before the script map drew its goal, lost it in 4 of 5 minutes)."""
+
+
+def tracked_palette(spec: Any) -> Palette:
+    """``palette_for(spec)`` with each ``PLACED_SCENERY`` colour made an object of its own name, so the
+    colour extractor follows it (a scenery colour is otherwise nobody's)."""
+    pal = palette_for(spec)
+    placed = [c for c, o in zip(pal.colours, pal.owner, strict=True) if o < 0 and c in PLACED_SCENERY]
+    if not placed:
+        return pal
+    owned = [
+        (name, oid, [c for c, o in zip(pal.colours, pal.owner, strict=True) if o == k])
+        for k, (name, oid) in enumerate(zip(pal.objects, pal.object_ids, strict=True))
+    ]
+    scenery = [c for c, o in zip(pal.colours, pal.owner, strict=True) if o < 0 and c not in placed]
+    return Palette.build(owned + [(c, -1, [c]) for c in placed], scenery)
+
+
 def collapse_check(
     frames_uint8: np.ndarray,
     spec: Any,
@@ -155,11 +176,12 @@ def collapse_check(
     visible in at least ``min_visible`` of the frames where the truth video shows it (every frame
     without a truth video) and, when visible, its pixel count stays within ``size_range`` times the
     truth's count in that frame (its first count without a truth video). A colour change shows as
-    the object's colour vanishing, so it is caught by the same test. Beside the objects it reports
+    the object's colour vanishing, so it is caught by the same test. The markers a prompt places
+    (``PLACED_SCENERY``: the goal) are followed as objects are, under their colour's name. Beside the objects it reports
     how much of each frame is no colour of the scene (``off_palette_share``: the mean, the largest
     and the last frame's share, and the truth's largest), which does not enter ``all_persist``.
     """
-    palette = palette_for(spec)
+    palette = tracked_palette(spec)
     tracks = extract_objects(frames_uint8, palette)
     ref = extract_objects(truth_uint8, palette) if truth_uint8 is not None else None
     out = {}
