@@ -145,7 +145,7 @@ def off_palette_share(frames_uint8: np.ndarray, spec: Any) -> np.ndarray:
 PLACED_SCENERY = ("goal",)
 """Scenery colours a prompt places (Balls' and Push's goal marker): the collapse check follows each as
 it follows an object, since a generator that forgets a marker has lost part of the prompt's scene
-(the Push checkpoint shipped before the script map drew its goal, lost it in 4 of 5 minutes)."""
+(Push's checkpoints lose it in 4 of their 5 default minutes: README)."""
 
 
 def tracked_palette(spec: Any) -> Palette:

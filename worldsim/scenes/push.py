@@ -291,7 +291,7 @@ def objects(spec: PushSpec) -> tuple[ObjectInfo, ...]:
 def placed_footprints(spec: PushSpec, t_s: float) -> tuple[Footprint, ...]:
     """The goal marker, where the prompt puts it, at any time: it never moves, but the pusher and the
     object pass over it, and a generator that reads its last K frames only forgets a marker covered
-    for K frames (both Push checkpoints before the script map lost it in 4 of 5 minutes, README)."""
+    for K frames (Push checkpoints without the map lose it in 4 of their 5 default minutes: README)."""
     r = GOAL_RADIUS_M
     return (
         Footprint(rgb_uint8("goal"), spec.goal_x_m, spec.goal_y_m, 0.0, 2 * GOAL_HALF_HEIGHT_M, r, r, True),
