@@ -11,7 +11,8 @@ scene's camera from where the script puts it at the frame's time and where the c
 odometer's distance plus the last step's, the frame being one step on), painted in its colour. The
 U-Net reads it beside the context, so drawing the agent is copying a shape it is shown, not timing
 an event. Nothing of the truth enters: the map is the prompt, the clock and the generator's own
-odometer.
+odometer. Push's prompt fixes one thing its frames can hide, the goal marker: its map is the goal's
+disc, for a generator that would otherwise forget a marker covered for K frames.
 
 Tensors and numbers only: the camera comes in a ``ScriptMapConfig``, the agents from a caller's
 script (``Script``: a function of time giving objects with the fields of

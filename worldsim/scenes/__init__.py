@@ -49,8 +49,9 @@ def parse_prompt(text: str, family: str | None = None) -> Any:
 
 
 def script_of(spec: Any) -> Callable[[float], tuple[Footprint, ...]]:
-    """Where the agents ``spec``'s prompt scripts are at a time in seconds (none in a family that
-    scripts no agent): what a generator's script map draws (``worldsim.model.script_map``)."""
+    """Where the agents ``spec``'s prompt scripts, and the markers it fixes, are at a time in seconds
+    (none in a family that places none): what a generator's script map draws
+    (``worldsim.model.script_map``)."""
     scripted = family_of(spec).scripted
     return partial(scripted, spec) if scripted is not None else _no_agents
 

@@ -79,7 +79,8 @@ class Family:
     control_hz: float = 10.0
     substeps: int = 50
     extras: dict[str, Any] = field(default_factory=dict)
-    # The agents the prompt scripts, at a time in seconds (``None``: the family scripts none).
+    # What the prompt places at a time in seconds: the agents it scripts (Drive's lead car and
+    # pedestrian) and the markers it fixes (Push's goal); ``None``: the family places none.
     scripted: Callable[[Any, float], tuple[Footprint, ...]] | None = None
     # The speed (m/s) along x at which the followed camera starts, as the prompt gives it (``None``:
     # the family's camera does not follow anything that starts moving).
