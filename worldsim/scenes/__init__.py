@@ -86,8 +86,9 @@ def script_map_camera(family: str, width: int, height: int) -> dict:
 
     fam = family_of(family)
     if fam.scripted is None:
+        placing = [name for name, f in FAMILIES.items() if f.scripted is not None]
         raise ValueError(
-            f"a script map draws the agents a prompt scripts; {family!r} scripts none (drive and push do)"
+            f"a script map draws what a prompt places; {family!r} scripts none ({', '.join(placing)} do)"
         )
     rig = fam.cameras[0]
     cam = camera_params(rig, width, height)
