@@ -492,6 +492,30 @@ def test_a_warp_moves_flat_colours_whole_and_fills_what_they_uncover():
         warp(last, flow[:, :1])
 
 
+def test_a_thin_region_a_moving_field_smears_over_stays_still_when_its_pixels_must_vote():
+    """A square falls 4 px beside a vertical stripe of 3 px; the field spills its move onto a fifth of
+    the stripe's pixels. By the mean alone the whole stripe steps down a pixel (as Balls' goal pole
+    did beside a falling ball, README); with ``min_moving_share`` it stays, and the square still falls."""
+    from worldsim.model.warp import region_mean_flow, warp
+
+    ctx, _ = _square_scene([0])
+    last = to_float(ctx[:, -1])
+    orange = torch.tensor([255.0, 140.0, 0.0]) / 127.5 - 1.0
+    last[0, :, 2:30, 13:16] = orange[:, None, None]  # a stripe of 84 px touching the square's right side
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 1, 12:18, 6:12] = 4.0  # the square falls 4 px
+    flow[:, 1, 12:18, 12:16] = 4.0  # and the field spills onto 18 of the stripe's pixels (mean 0.86 px)
+    stripe = (slice(None), slice(2, 30), slice(13, 16))
+    assert torch.all(region_mean_flow(flow, last)[0, 1][stripe[1:]].round() == 1.0)  # by the mean: moved
+    voted = region_mean_flow(flow, last, min_moving_share=0.3)
+    assert torch.all(voted[0, 1][stripe[1:]] == 0.0) and torch.all(voted[0, 1, 12:18, 6:12] == 4.0)
+    out = warp(last, flow, min_moving_share=0.3)
+    assert torch.equal(out[0][stripe], last[0][stripe])  # the stripe whole, where it was
+    red = last[0, :, 14, 8]
+    assert torch.equal(out[0, :, 16:22, 6:12], red[:, None, None].expand(3, 6, 6))  # the square fell
+    assert torch.equal(warp(last, flow, min_moving_share=0.0), warp(last, flow))  # 0: the mean alone
+
+
 def test_a_dithered_warp_moves_a_region_whole_and_by_its_move_on_average():
     from worldsim.model.warp import warp
 

@@ -92,6 +92,7 @@ class WorldModelConfig:
     clock_frames: int = 0  # > 0: told the index of the frame it makes, saturating at this many frames
     flow_channels: list[int] = field(default_factory=list)  # non-empty: a flow U-Net of these widths warps
     flow_dither: bool = False  # round each region's move stochastically (expected move = the move)
+    flow_move_share: float = 0.0  # a region moves only if this share of its pixels' own flows move (``warp``)
     flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
     flow_motion: bool = False  # the flow also reads each colour's moves in the context (``motion``)
     flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
@@ -297,6 +298,10 @@ class WorldModel(nn.Module):
         self.unet = UNet(cfg.unet)
         if cfg.flow_unshuffle < 0:
             raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
+        if not 0.0 <= cfg.flow_move_share <= 1.0:
+            raise ValueError(
+                f"flow_move_share is a share of a region's pixels, in [0, 1], got {cfg.flow_move_share}"
+            )
         if cfg.flow_carry_fixed is not None and not cfg.flow_motion:
             raise ValueError(
                 "flow_carry_fixed sets how much of the context's last move a flow carries: it needs flow_motion"
@@ -800,7 +805,7 @@ class WorldModel(nn.Module):
             if predicted_warp_share > 0:
                 pick = (noise["warp_pick"] < predicted_warp_share).view(b, 1, 1, 1)
                 field = torch.where(pick, predicted.detach().float(), flow_target)
-            warped = warp(ref, field, noise.get("dither"))
+            warped = warp(ref, field, noise.get("dither"), cfg.flow_move_share)
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped, script_map)
@@ -876,7 +881,7 @@ class WorldModel(nn.Module):
                 flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
-            base = warp(last, flow, dither)
+            base = warp(last, flow, dither, cfg.flow_move_share)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
