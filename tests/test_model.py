@@ -492,28 +492,46 @@ def test_a_warp_moves_flat_colours_whole_and_fills_what_they_uncover():
         warp(last, flow[:, :1])
 
 
-def test_a_thin_region_a_moving_field_smears_over_stays_still_when_its_pixels_must_vote():
-    """A square falls 4 px beside a vertical stripe of 3 px; the field spills its move onto a fifth of
-    the stripe's pixels. By the mean alone the whole stripe steps down a pixel (as Balls' goal pole
-    did beside a falling ball, README); with ``min_moving_share`` it stays, and the square still falls."""
-    from worldsim.model.warp import region_mean_flow, warp
+def test_scenery_of_a_still_colour_stays_where_it_is_however_the_field_smears_a_move_onto_it():
+    """A square falls 4 px in front of a vertical stripe of 2 px, cutting it in two; the field spills
+    its move onto the stripe. By the region means the short piece below the square falls with it (as
+    Balls' goal pole did below a falling ball, README); with the stripe's colour still, both pieces
+    stay where they were, and the square still falls whole."""
+    from worldsim.metrics.objects import still_scenery_colours
+    from worldsim.model.warp import region_mean_flow, regions, warp
+    from worldsim.scenes.colours import rgb_uint8
 
     ctx, _ = _square_scene([0])
     last = to_float(ctx[:, -1])
-    orange = torch.tensor([255.0, 140.0, 0.0]) / 127.5 - 1.0
-    last[0, :, 2:30, 13:16] = orange[:, None, None]  # a stripe of 84 px touching the square's right side
+    orange = torch.tensor(rgb_uint8("goal"), dtype=torch.float32) / 127.5 - 1.0
+    red = last[0, :, 14, 8].clone()
+    last[0, :, 2:30, 10:12] = orange[:, None, None]
+    last[0, :, 12:18, 6:12] = red[:, None, None]  # the square in front of the stripe
+    assert len(regions(last)[0, 2:30, 10].unique()) == 3  # the stripe above, the square, the stripe below
+    assert torch.equal(red, torch.tensor(rgb_uint8("red"), dtype=torch.float32) / 127.5 - 1.0)
     flow = torch.zeros(1, 2, 32, 32)
-    flow[:, 1, 12:18, 6:12] = 4.0  # the square falls 4 px
-    flow[:, 1, 12:18, 12:16] = 4.0  # and the field spills onto 18 of the stripe's pixels (mean 0.86 px)
-    stripe = (slice(None), slice(2, 30), slice(13, 16))
-    assert torch.all(region_mean_flow(flow, last)[0, 1][stripe[1:]].round() == 1.0)  # by the mean: moved
-    voted = region_mean_flow(flow, last, min_moving_share=0.3)
-    assert torch.all(voted[0, 1][stripe[1:]] == 0.0) and torch.all(voted[0, 1, 12:18, 6:12] == 4.0)
-    out = warp(last, flow, min_moving_share=0.3)
-    assert torch.equal(out[0][stripe], last[0][stripe])  # the stripe whole, where it was
-    red = last[0, :, 14, 8]
-    assert torch.equal(out[0, :, 16:22, 6:12], red[:, None, None].expand(3, 6, 6))  # the square fell
-    assert torch.equal(warp(last, flow, min_moving_share=0.0), warp(last, flow))  # 0: the mean alone
+    flow[:, 1, 10:22, 4:14] = 4.0  # the square falls 4 px; the field spills over the stripe around it
+    piece_below = (slice(18, 30), slice(10, 12))
+    assert torch.all(region_mean_flow(flow, last)[0, 1][piece_below].round() >= 1.0)  # by the mean: moved
+    still = torch.tensor(still_scenery_colours("balls") + [list(rgb_uint8("goal"))], dtype=torch.float32)
+    still = still / 127.5 - 1.0
+    mean = region_mean_flow(flow, last, still_colours=still)
+    assert torch.all(mean[0, 1, 12:18, 6:12] == 4.0)
+    assert torch.all(mean[0][:, 2:12, 10:12] == 0.0) and torch.all(
+        mean[0][(slice(None), *piece_below)] == 0.0
+    )
+    out = warp(last, flow, still_colours=still)
+    assert torch.equal(out[0][:, 2:12, 10:12], last[0][:, 2:12, 10:12])  # the stripe above, where it was
+    assert torch.equal(out[0][:, 22:30, 10:12], last[0][:, 22:30, 10:12])  # and below the square
+    assert torch.equal(out[0, :, 16:22, 6:12], red[:, None, None].expand(3, 6, 6))  # the square fell whole
+    assert torch.equal(warp(last, flow, still_colours=None), warp(last, flow))
+    with pytest.raises(ValueError, match="follows"):
+        still_scenery_colours("drive")
+
+
+def test_a_generator_checks_its_still_colours():
+    with pytest.raises(ValueError, match="flow_still_colours"):
+        WorldModel(WorldModelConfig(flow_still_colours=[[300, 0, 0]]))
 
 
 def test_a_dithered_warp_moves_a_region_whole_and_by_its_move_on_average():

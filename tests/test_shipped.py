@@ -82,7 +82,8 @@ def test_ship_stores_float16_and_loads_as_float32(tmp_path):
     assert load_world_model(again, "push").cfg.sampling_precision == "bfloat16"
     with pytest.raises(ValueError, match="not sampling settings"):
         ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"context": 2})
-    voted = ship(tmp_path / "run", "push", tmp_path / "voted", sampling={"flow_move_share": 0.3})
-    assert load_world_model(voted, "push").cfg.flow_move_share == 0.3
-    with pytest.raises(ValueError, match="flow_move_share"):
-        ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"flow_move_share": 1.5})
+    still = ship(tmp_path / "run", "push", tmp_path / "still", sampling={"flow_still_colours": [[1, 2, 3]]})
+    assert load_world_model(still, "push").cfg.flow_still_colours == [[1, 2, 3]]
+    for bad in ([[1, 2]], [[1, 2, 256]], "grey"):
+        with pytest.raises(ValueError, match="flow_still_colours"):
+            ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"flow_still_colours": bad})

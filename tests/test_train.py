@@ -642,9 +642,9 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
     dithered = tiny_run(tiny_data, tmp_path / "dithered", steps=2, init=str(flowing.path), motion_share=1.0)
     dithered.model.flow_dither = True  # a sampling and training choice, no weights: fine-tuning may set it
     assert load_checkpoint(train(dithered)).config["flow_dither"] is True
-    voting = tiny_run(tiny_data, tmp_path / "voting", steps=1, init=str(flowing.path))
-    voting.model.flow_move_share = 0.3  # a sampling choice too: fine-tuning may set it
-    assert load_checkpoint(train(voting)).config["flow_move_share"] == 0.3
+    still = tiny_run(tiny_data, tmp_path / "still", steps=1, init=str(flowing.path))
+    still.model.flow_still_colours = [[217, 217, 217]]  # a sampling choice too: fine-tuning may set it
+    assert load_checkpoint(train(still)).config["flow_still_colours"] == [[217, 217, 217]]
     again = tiny_run(tiny_data, tmp_path / "again", steps=1, init=str(flowing.path))
     again.model.flow_channels = [16, 16]
     with pytest.raises(ValueError, match="keeps it"):

@@ -242,7 +242,11 @@ def _ship(cfg: DictConfig) -> None:
     """Copy a trained generator (and its probe) into the package as the shipped default."""
     from worldsim.checkpoints import ship
 
-    sampling = {k: cfg[k] for k in ("sampling_precision", "flow_move_share") if cfg.get(k) is not None}
+    sampling = {k: cfg[k] for k in ("sampling_precision",) if cfg.get(k) is not None}
+    if cfg.get("flow_still_scenery") is not None:
+        from worldsim.metrics.objects import still_scenery_colours
+
+        sampling["flow_still_colours"] = still_scenery_colours(cfg.scene) if cfg.flow_still_scenery else []
     dest = ship(cfg.checkpoint, cfg.scene, cfg.get("dest"), sampling=sampling)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"shipped {cfg.checkpoint} as {dest} ({size / 1e6:.1f} MB)")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from worldsim.model.world_model import WorldModel, WorldModelConfig, check_precision
+from worldsim.model.world_model import WorldModel, WorldModelConfig, check_colours, check_precision
 from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SHIPPED_DIR = Path(__file__).resolve().parent
@@ -23,7 +23,7 @@ SAMPLING_SETTINGS = (
     "sampling_precision",
     "min_change_levels",
     "flow_dither",
-    "flow_move_share",
+    "flow_still_colours",
 )
 """The settings of a generator's config that only sampling reads: a caller may change them on a
 trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
@@ -31,7 +31,7 @@ trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touch
 
 def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
     """``settings`` without the unset (``None``) ones, checked: only ``SAMPLING_SETTINGS``, a known
-    precision, at least one sampling step, a threshold in 0..255, a share in [0, 1], context noise >= 0."""
+    precision, at least one sampling step, a threshold in 0..255, colours as RGB triples, context noise >= 0."""
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     unknown = set(given) - set(SAMPLING_SETTINGS)
     if unknown:
@@ -52,8 +52,8 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
         )
     if not isinstance(given.get("flow_dither", False), bool):
         raise ValueError(f"flow_dither is true or false, got {given['flow_dither']!r}")
-    if not 0.0 <= given.get("flow_move_share", 0.0) <= 1.0:
-        raise ValueError(f"flow_move_share must be in [0, 1], got {given['flow_move_share']}")
+    if "flow_still_colours" in given:
+        given["flow_still_colours"] = check_colours(given["flow_still_colours"])
     if given.get("sampling_context_noise", 0.0) < 0:
         raise ValueError(f"sampling_context_noise must be >= 0, got {given['sampling_context_noise']}")
     return given

@@ -60,6 +60,21 @@ SCENERY: dict[str, tuple[str, ...]] = {
 }
 """Scenery colours each family draws (objects' colours come from the spec)."""
 
+
+def still_scenery_colours(family: str) -> list[list[int]]:
+    """The uint8 RGB colours of ``family``'s scenery, which never moves in a frame when its camera is
+    fixed: what a generator's warp may leave where it is (``WorldModelConfig.flow_still_colours``).
+    A family whose camera follows a moving body (Drive) has none that stand still: a ``ValueError``."""
+    from worldsim.scenes import FAMILIES
+    from worldsim.scenes.colours import rgb_uint8
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown scene family {family!r}; families: {', '.join(FAMILIES)}")
+    if any(rig.follow is not None for rig in FAMILIES[family].cameras):
+        raise ValueError(f"{family}'s camera follows a moving body: its scenery moves in the frame")
+    return [list(rgb_uint8(name)) for name in SCENERY[family]]
+
+
 _LUT_BITS = 6  # colours are looked up on a 64^3 grid: within 2 levels per channel of exact
 
 

@@ -27,6 +27,10 @@ HOLE = 0.0
 in [-1, 1], a value no scene draws."""
 
 
+COLOUR_TOL = 0.05
+"""Two pixels within this of each other in every channel ([-1, 1], about 6 grey levels) are one colour."""
+
+
 def _check(frames: torch.Tensor, flow_px: torch.Tensor) -> None:
     if frames.ndim != 4 or flow_px.shape != (frames.shape[0], 2, *frames.shape[2:]):
         raise ValueError(
@@ -53,7 +57,7 @@ def _spread(labels: torch.Tensor, run: torch.Tensor, count: int) -> torch.Tensor
     return best.scatter_reduce(0, run, labels, reduce="amax").index_select(0, run)
 
 
-def regions(frames: torch.Tensor, tol: float = 0.05) -> torch.Tensor:
+def regions(frames: torch.Tensor, tol: float = COLOUR_TOL) -> torch.Tensor:
     """The region of every pixel, ``int64[B, H, W]``: pixels of one colour (within ``tol``) joined by
     4-neighbours share a label, the largest flat index among them.
 
@@ -82,7 +86,7 @@ def region_mean_flow(
     flow_px: torch.Tensor,
     frames: torch.Tensor,
     labels: torch.Tensor | None = None,
-    min_moving_share: float = 0.0,
+    still_colours: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each pixel's flow replaced by the mean flow of its region (``regions``; ``labels`` when the
     caller has them).
@@ -92,12 +96,12 @@ def region_mean_flow(
     region, an object of one flat colour moves as one, by one whole-pixel step; the backdrop, one
     vast region, moves by the mean of a field that is zero nearly everywhere on it, which is none.
 
-    A thin region is not so safe: Balls' goal pole, 3 px wide, beside a falling ball takes the
-    ball's move on the fifth of its pixels the predicted field smears it over, a mean of 0.65 px,
-    and the whole pole steps down a pixel, taking its pixels out of the fill of what the ball
-    uncovers (README, "A region moves when its pixels do"). With ``min_moving_share`` > 0 a region
-    keeps its mean only when at least that share of its pixels would move by their own rounded flow;
-    the others stand still.
+    A thin piece of scenery is not so safe: Balls' goal pole, 3 px wide, beside a falling ball takes
+    the ball's move on the fifth of its pixels the predicted field smears it over, a mean of 0.65 px,
+    and the whole pole steps down a pixel, out of the fill of what the ball uncovers; a ball in front
+    of the pole cuts it in two, and the short piece below the ball moves with it (README, "Scenery
+    that stands still"). ``still_colours`` (``[S, 3]`` in [-1, 1]), the scenery colours of a scene
+    whose camera does not move, never move, whatever the field says.
     """
     _check(frames, flow_px)
     b, _, h, w = frames.shape
@@ -108,11 +112,11 @@ def region_mean_flow(
     ones = torch.ones_like(flows[:, 0])
     counts = torch.zeros_like(ones).index_add_(0, region, ones)
     mean = sums / counts.clamp_min(1.0)[:, None]  # labels without pixels (most) are never read
-    if min_moving_share > 0:
-        moving = (flows.round() != 0).any(1).float()
-        share = torch.zeros_like(ones).index_add_(0, region, moving) / counts.clamp_min(1.0)
-        mean = mean * (share >= min_moving_share)[:, None]
-    return mean.index_select(0, region).view(b, h, w, 2).permute(0, 3, 1, 2)
+    out = mean.index_select(0, region).view(b, h, w, 2).permute(0, 3, 1, 2)
+    if still_colours is not None and len(still_colours):
+        off = (frames[:, None] - still_colours.to(frames)[None, :, :, None, None]).abs().amax(2)
+        out = out * ~(off < COLOUR_TOL).any(1, keepdim=True)  # a region is one colour: all or none
+    return out
 
 
 def splat_forward(
@@ -182,11 +186,11 @@ def warp(
     frames: torch.Tensor,
     flow_px: torch.Tensor,
     dither: torch.Tensor | None = None,
-    min_moving_share: float = 0.0,
+    still_colours: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The generator's warp: each region of ``frames`` moved forward by its mean of ``flow_px`` (or
-    left still when fewer than ``min_moving_share`` of its pixels move, ``region_mean_flow``), and
-    what the moves uncover filled from the scene around it.
+    left where it is when it has one of ``still_colours``, ``region_mean_flow``), and what the moves
+    uncover filled from the scene around it.
 
     A region's move is rounded to whole pixels; with ``dither`` (``[B, 2, H, W]`` uniform in [0, 1),
     one value per region taken where the region's label points) it is ``floor(move + dither)``,
@@ -195,7 +199,7 @@ def warp(
     """
     b, _, h, w = frames.shape
     labels = regions(frames)
-    mean = region_mean_flow(flow_px, frames, labels, min_moving_share)
+    mean = region_mean_flow(flow_px, frames, labels, still_colours)
     if dither is None:
         step = mean.round()
     else:

@@ -92,7 +92,7 @@ class WorldModelConfig:
     clock_frames: int = 0  # > 0: told the index of the frame it makes, saturating at this many frames
     flow_channels: list[int] = field(default_factory=list)  # non-empty: a flow U-Net of these widths warps
     flow_dither: bool = False  # round each region's move stochastically (expected move = the move)
-    flow_move_share: float = 0.0  # a region moves only if this share of its pixels' own flows move (``warp``)
+    flow_still_colours: list[list[int]] = field(default_factory=list)  # uint8 RGB that never moves (``warp``)
     flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
     flow_motion: bool = False  # the flow also reads each colour's moves in the context (``motion``)
     flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
@@ -235,6 +235,17 @@ def speed_features(trail_m: torch.Tensor) -> torch.Tensor:
     return torch.stack([step, span / max(m - 1, 1)], dim=1)
 
 
+def check_colours(colours: list[list[int]]) -> list[list[int]]:
+    """``colours`` if it is a list of uint8 RGB triples (``flow_still_colours``), else a ``ValueError``."""
+    ok = isinstance(colours, list | tuple) and all(
+        isinstance(c, list | tuple) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+        for c in colours
+    )
+    if not ok:
+        raise ValueError(f"flow_still_colours is a list of [r, g, b] triples in 0..255, got {colours!r}")
+    return [list(c) for c in colours]
+
+
 def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
     """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
     return frames_uint8.permute(*range(frames_uint8.ndim - 3), -1, -3, -2).float() / 127.5 - 1.0
@@ -298,10 +309,7 @@ class WorldModel(nn.Module):
         self.unet = UNet(cfg.unet)
         if cfg.flow_unshuffle < 0:
             raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
-        if not 0.0 <= cfg.flow_move_share <= 1.0:
-            raise ValueError(
-                f"flow_move_share is a share of a region's pixels, in [0, 1], got {cfg.flow_move_share}"
-            )
+        check_colours(cfg.flow_still_colours)
         if cfg.flow_carry_fixed is not None and not cfg.flow_motion:
             raise ValueError(
                 "flow_carry_fixed sets how much of the context's last move a flow carries: it needs flow_motion"
@@ -671,6 +679,12 @@ class WorldModel(nn.Module):
         field = FLOW_SCALE_PX * self.flow_net(torch.cat([ctx, moves / FLOW_SCALE_PX], 1), cond).float()
         return field + FLOW_CARRY_GAIN * self.flow_carry * moves[:, -2:]
 
+    def _still_colours(self, device: torch.device) -> torch.Tensor | None:
+        """The colours the warp never moves (``flow_still_colours``) as ``[S, 3]`` in [-1, 1], or None.
+        Read from the config at each call: a sampling setting may be changed on a loaded generator."""
+        colours = self.cfg.flow_still_colours
+        return torch.tensor(colours, dtype=torch.float32, device=device) / 127.5 - 1.0 if colours else None
+
     def _moves(self, context_uint8: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
         """The colours' moves the flow reads (``flow_motion``), from the context before any noise."""
         return colour_moves(context_uint8, context_mask) if self.cfg.flow_motion else None
@@ -805,7 +819,7 @@ class WorldModel(nn.Module):
             if predicted_warp_share > 0:
                 pick = (noise["warp_pick"] < predicted_warp_share).view(b, 1, 1, 1)
                 field = torch.where(pick, predicted.detach().float(), flow_target)
-            warped = warp(ref, field, noise.get("dither"), cfg.flow_move_share)
+            warped = warp(ref, field, noise.get("dither"), self._still_colours(device))
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped, script_map)
@@ -881,7 +895,7 @@ class WorldModel(nn.Module):
                 flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
-            base = warp(last, flow, dither, cfg.flow_move_share)
+            base = warp(last, flow, dither, self._still_colours(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
