@@ -529,6 +529,39 @@ def test_scenery_of_a_still_colour_stays_where_it_is_however_the_field_smears_a_
         still_scenery_colours("drive")
 
 
+def test_what_a_ball_uncovers_is_the_scenery_the_context_saw_behind_it():
+    """A square moves in front of a short orange mark: in the oldest context frame the mark shows,
+    in the last the square covers all of it. Moved on, the square uncovers the mark: filled from its
+    neighbours alone (the backdrop all round) the mark is gone; filled from the scenery the context
+    saw behind it, the mark is there again. Where the context never saw scenery, the neighbours
+    fill as before."""
+    from worldsim.model.warp import HOLE, scenery_behind, warp
+    from worldsim.scenes.colours import rgb_uint8
+
+    ctx, _ = _square_scene([0])
+    covered = to_float(ctx[:, -1])
+    red = covered[0, :, 14, 8].clone()
+    backdrop = covered[0, :, 0, 0].clone()
+    orange = torch.tensor(rgb_uint8("goal"), dtype=torch.float32) / 127.5 - 1.0
+    seen = covered.clone()
+    seen[0, :, 12:18, 6:12] = backdrop[:, None, None]  # the oldest frame: the square not yet there,
+    seen[0, :, 13:17, 8:10] = orange[:, None, None]  # and the mark it covers later
+    context = torch.stack([seen, covered], 1)
+    still = torch.stack([backdrop, orange])
+    behind = scenery_behind(context, still)
+    assert torch.equal(behind[0], seen[0])  # every pixel shows scenery in the oldest frame
+    assert torch.all(scenery_behind(covered[:, None], still)[0, :, 12:18, 6:12] == HOLE)  # never seen
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 0, 12:18, 6:12] = 8.0  # the square moves 8 px right, off the mark
+    gone = warp(covered, flow, still_colours=still)
+    assert torch.equal(gone[0, :, 12:18, 6:12], backdrop[:, None, None].expand(3, 6, 6))
+    back = warp(covered, flow, still_colours=still, behind=behind)
+    assert torch.equal(back[0, :, 12:18, 6:12], seen[0, :, 12:18, 6:12])  # the mark, and the backdrop
+    assert torch.equal(back[0, :, 12:18, 14:20], red[:, None, None].expand(3, 6, 6))  # the square moved
+    unseen = scenery_behind(covered[:, None], still)
+    assert torch.equal(warp(covered, flow, still_colours=still, behind=unseen), gone)
+
+
 def test_a_generator_checks_its_still_colours():
     with pytest.raises(ValueError, match="flow_still_colours"):
         WorldModel(WorldModelConfig(flow_still_colours=[[300, 0, 0]]))

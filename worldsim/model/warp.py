@@ -150,6 +150,22 @@ def splat_forward(
     return out.view(b, h, w, c).permute(0, 3, 1, 2), moving & ~landed, landed
 
 
+def scenery_behind(context: torch.Tensor, still_colours: torch.Tensor) -> torch.Tensor:
+    """What stands behind each pixel, as far as ``context`` (``[B, K, C, H, W]``, oldest first) saw:
+    the pixel's colour in the latest frame where it showed one of ``still_colours``, else ``HOLE``.
+
+    In a scene whose scenery never moves, the pole a ball passes in front of is still there behind
+    it; filled from its neighbours alone, the pixels the ball uncovers take the backdrop beside the
+    pole, and a ball that falls past the pole cuts it (README, "Scenery that stands still")."""
+    b, k, c, h, w = context.shape
+    behind = torch.full((b, c, h, w), HOLE, dtype=context.dtype, device=context.device)
+    colours = still_colours.to(context)[None, :, :, None, None]
+    for frame in context.unbind(1):
+        still = ((frame[:, None] - colours).abs().amax(2) < COLOUR_TOL).any(1, keepdim=True)
+        behind = torch.where(still, frame, behind)
+    return behind
+
+
 def fill_holes(frames: torch.Tensor, holes: torch.Tensor, landed: torch.Tensor) -> torch.Tensor:
     """Fill each hole from the scene that stood still around it: a hole pixel takes the colour of a
     neighbour that is known (neither a hole nor a pixel that landed there this step), trying the
@@ -187,10 +203,12 @@ def warp(
     flow_px: torch.Tensor,
     dither: torch.Tensor | None = None,
     still_colours: torch.Tensor | None = None,
+    behind: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The generator's warp: each region of ``frames`` moved forward by its mean of ``flow_px`` (or
     left where it is when it has one of ``still_colours``, ``region_mean_flow``), and what the moves
-    uncover filled from the scene around it.
+    uncover filled with the scenery seen behind it (``behind``, from ``scenery_behind``, where it
+    is known) or from the scene around it.
 
     A region's move is rounded to whole pixels; with ``dither`` (``[B, 2, H, W]`` uniform in [0, 1),
     one value per region taken where the region's label points) it is ``floor(move + dither)``,
@@ -207,4 +225,8 @@ def warp(
         at_label = dither.flatten(2).gather(2, labels.view(b, 1, h * w).expand(b, 2, h * w))
         step = (mean + at_label.view(b, 2, h, w)).floor()
     moved, holes, landed = splat_forward(frames, step)
+    if behind is not None:
+        seen = holes & (behind != HOLE).any(1)
+        moved = torch.where(seen[:, None], behind, moved)
+        holes = holes & ~seen
     return fill_holes(moved, holes, landed)

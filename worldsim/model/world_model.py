@@ -66,7 +66,7 @@ from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
-from worldsim.model.warp import warp
+from worldsim.model.warp import scenery_behind, warp
 
 
 @dataclass
@@ -679,11 +679,17 @@ class WorldModel(nn.Module):
         field = FLOW_SCALE_PX * self.flow_net(torch.cat([ctx, moves / FLOW_SCALE_PX], 1), cond).float()
         return field + FLOW_CARRY_GAIN * self.flow_carry * moves[:, -2:]
 
-    def _still_colours(self, device: torch.device) -> torch.Tensor | None:
-        """The colours the warp never moves (``flow_still_colours``) as ``[S, 3]`` in [-1, 1], or None.
-        Read from the config at each call: a sampling setting may be changed on a loaded generator."""
-        colours = self.cfg.flow_still_colours
-        return torch.tensor(colours, dtype=torch.float32, device=device) / 127.5 - 1.0 if colours else None
+    def _still_scenery(
+        self, context: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The colours the warp never moves (``flow_still_colours``) as ``[S, 3]`` in [-1, 1], and the
+        scenery the clean context ``[B, K, 3, H, W]`` saw behind each pixel (``scenery_behind``);
+        (None, None) without still colours. Read from the config at each call: a sampling setting
+        may be changed on a loaded generator."""
+        if not self.cfg.flow_still_colours:
+            return None, None
+        colours = torch.tensor(self.cfg.flow_still_colours, dtype=torch.float32, device=device) / 127.5 - 1.0
+        return colours, scenery_behind(context, colours)
 
     def _moves(self, context_uint8: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
         """The colours' moves the flow reads (``flow_motion``), from the context before any noise."""
@@ -819,7 +825,7 @@ class WorldModel(nn.Module):
             if predicted_warp_share > 0:
                 pick = (noise["warp_pick"] < predicted_warp_share).view(b, 1, 1, 1)
                 field = torch.where(pick, predicted.detach().float(), flow_target)
-            warped = warp(ref, field, noise.get("dither"), self._still_colours(device))
+            warped = warp(ref, field, noise.get("dither"), *self._still_scenery(context, device))
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped, script_map)
@@ -895,7 +901,7 @@ class WorldModel(nn.Module):
                 flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
-            base = warp(last, flow, dither, self._still_colours(device))
+            base = warp(last, flow, dither, *self._still_scenery(to_float(context_uint8.to(device)), device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
