@@ -114,8 +114,7 @@ def region_mean_flow(
     mean = sums / counts.clamp_min(1.0)[:, None]  # labels without pixels (most) are never read
     out = mean.index_select(0, region).view(b, h, w, 2).permute(0, 3, 1, 2)
     if still_colours is not None and len(still_colours):
-        off = (frames[:, None] - still_colours.to(frames)[None, :, :, None, None]).abs().amax(2)
-        out = out * ~(off < COLOUR_TOL).any(1, keepdim=True)  # a region is one colour: all or none
+        out = out * ~still_mask(frames, still_colours)  # a region is one colour: all of it or none
     return out
 
 
@@ -150,6 +149,16 @@ def splat_forward(
     return out.view(b, h, w, c).permute(0, 3, 1, 2), moving & ~landed, landed
 
 
+def still_mask(frames: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """``bool[B, 1, H, W]``: the pixels of ``frames[B, C, H, W]`` within ``COLOUR_TOL`` of one of
+    ``colours[S, C]``. One colour at a time: broadcasting all at once builds an ``[B, S, C, H, W]``
+    temporary and measured 4x slower for 64 worlds."""
+    mask = torch.zeros(frames.shape[0], 1, *frames.shape[2:], dtype=torch.bool, device=frames.device)
+    for colour in colours.to(frames):
+        mask |= (frames - colour[:, None, None]).abs().amax(1, keepdim=True) < COLOUR_TOL
+    return mask
+
+
 def scenery_behind(context: torch.Tensor, still_colours: torch.Tensor) -> torch.Tensor:
     """What stands behind each pixel, as far as ``context`` (``[B, K, C, H, W]``, oldest first) saw:
     the pixel's colour in the latest frame where it showed one of ``still_colours``, else ``HOLE``.
@@ -159,10 +168,8 @@ def scenery_behind(context: torch.Tensor, still_colours: torch.Tensor) -> torch.
     pole, and a ball that falls past the pole cuts it (README, "Scenery that stands still")."""
     b, k, c, h, w = context.shape
     behind = torch.full((b, c, h, w), HOLE, dtype=context.dtype, device=context.device)
-    colours = still_colours.to(context)[None, :, :, None, None]
     for frame in context.unbind(1):
-        still = ((frame[:, None] - colours).abs().amax(2) < COLOUR_TOL).any(1, keepdim=True)
-        behind = torch.where(still, frame, behind)
+        behind = torch.where(still_mask(frame, still_colours), frame, behind)
     return behind
 
 
