@@ -513,8 +513,8 @@ def test_scenery_of_a_still_colour_stays_where_it_is_however_the_field_smears_a_
     flow[:, 1, 10:22, 4:14] = 4.0  # the square falls 4 px; the field spills over the stripe around it
     piece_below = (slice(18, 30), slice(10, 12))
     assert torch.all(region_mean_flow(flow, last)[0, 1][piece_below].round() >= 1.0)  # by the mean: moved
-    still = torch.tensor(still_scenery_colours("balls") + [list(rgb_uint8("goal"))], dtype=torch.float32)
-    still = still / 127.5 - 1.0
+    still = torch.tensor(still_scenery_colours("balls"), dtype=torch.float32) / 127.5 - 1.0
+    assert any(torch.equal(c, orange) for c in still)  # the goal is Balls' scenery
     mean = region_mean_flow(flow, last, still_colours=still)
     assert torch.all(mean[0, 1, 12:18, 6:12] == 4.0)
     assert torch.all(mean[0][:, 2:12, 10:12] == 0.0) and torch.all(
@@ -524,7 +524,7 @@ def test_scenery_of_a_still_colour_stays_where_it_is_however_the_field_smears_a_
     assert torch.equal(out[0][:, 2:12, 10:12], last[0][:, 2:12, 10:12])  # the stripe above, where it was
     assert torch.equal(out[0][:, 22:30, 10:12], last[0][:, 22:30, 10:12])  # and below the square
     assert torch.equal(out[0, :, 16:22, 6:12], red[:, None, None].expand(3, 6, 6))  # the square fell whole
-    assert torch.equal(warp(last, flow, still_colours=None), warp(last, flow))
+    assert torch.equal(warp(last, flow, still_colours=still[:0]), warp(last, flow))  # none: all may move
     with pytest.raises(ValueError, match="follows"):
         still_scenery_colours("drive")
 
@@ -565,6 +565,42 @@ def test_what_a_ball_uncovers_is_the_scenery_the_context_saw_behind_it():
 def test_a_generator_checks_its_still_colours():
     with pytest.raises(ValueError, match="flow_still_colours"):
         WorldModel(WorldModelConfig(flow_still_colours=[[300, 0, 0]]))
+    with pytest.raises(ValueError, match="needs flow_channels"):
+        WorldModel(WorldModelConfig(flow_still_colours=[[217, 217, 217]]))
+
+
+def test_a_generator_with_still_colours_warps_with_them_and_the_scenery_its_context_saw(monkeypatch):
+    """Training and sampling both hand the warp the config's colours (in [-1, 1]) and the scenery
+    behind each pixel in the clean context; without colours, neither."""
+    import worldsim.model.world_model as wm
+
+    seen = []
+
+    def spy(frames, flow_px, dither=None, still_colours=None, behind=None):
+        seen.append((still_colours, behind))
+        return wm.warp.__wrapped__(frames, flow_px, dither, still_colours, behind)
+
+    spy.__wrapped__ = wm.warp
+    monkeypatch.setattr(wm, "warp", spy)
+    cfg = tiny_config(flow_channels=[16, 16], flow_still_colours=[[217, 217, 217]])
+    model = WorldModel(cfg)
+    ctx, nxt = _square_scene([2])
+    backdrop = torch.tensor([217.0, 217.0, 217.0]) / 127.5 - 1.0
+    flow = torch.zeros(1, 2, 32, 32)
+    acts, captions = torch.zeros(1, 2, 2), CAPTIONS[:1]
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    model.loss(ctx, acts, nxt, captions, mask, flow_target=flow, flow_weight=flow[:, :1] + 1)
+    model.predict_next(ctx, acts, model.encode_prompts(captions))
+    assert len(seen) == 2
+    for colours, behind in seen:
+        assert torch.equal(colours, backdrop[None])
+        assert torch.equal(behind[0, :, 0, 0], backdrop) and torch.all(
+            behind[0, :, 14, 8] == 0.0
+        )  # red: HOLE
+    seen.clear()
+    model.cfg.flow_still_colours = []  # a sampling setting: read at each call
+    model.predict_next(ctx, acts, model.encode_prompts(captions))
+    assert seen == [(None, None)]
 
 
 def test_a_dithered_warp_moves_a_region_whole_and_by_its_move_on_average():

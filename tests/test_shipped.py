@@ -56,7 +56,7 @@ def test_ship_stores_float16_and_loads_as_float32(tmp_path):
     from worldsim.model import WorldModel, WorldModelConfig
     from worldsim.model.probe import ProbeConfig, StateProbe
     from worldsim.model.unet import UNetConfig
-    from worldsim.train.checkpoint import save_checkpoint
+    from worldsim.train.checkpoint import load_checkpoint, save_checkpoint
     from worldsim.train.probe import load_probe, save_probe
 
     cfg = WorldModelConfig(family="push", context=2, cond_dim=16, unet=UNetConfig(channels=[8, 8], groups=4))
@@ -82,8 +82,11 @@ def test_ship_stores_float16_and_loads_as_float32(tmp_path):
     assert load_world_model(again, "push").cfg.sampling_precision == "bfloat16"
     with pytest.raises(ValueError, match="not sampling settings"):
         ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"context": 2})
-    still = ship(tmp_path / "run", "push", tmp_path / "still", sampling={"flow_still_colours": [[1, 2, 3]]})
-    assert load_world_model(still, "push").cfg.flow_still_colours == [[1, 2, 3]]
-    for bad in ([[1, 2]], [[1, 2, 256]], "grey"):
+    for bad in ([[1, 2]], [[1, 2, 256]], [[True, 0, 0]], "grey"):
         with pytest.raises(ValueError, match="flow_still_colours"):
             ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"flow_still_colours": bad})
+    with pytest.raises(ValueError, match="needs flow_channels"):  # this generator has no flow to keep still
+        ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"flow_still_colours": [[1, 2, 3]]})
+    assert load_checkpoint(again).metadata["shipped_from"] == str(tmp_path / "run")
+    twice = ship(again, "push", tmp_path / "twice")
+    assert load_checkpoint(twice).metadata["shipped_from"] == str(tmp_path / "run")  # the run it came from

@@ -243,10 +243,13 @@ def _ship(cfg: DictConfig) -> None:
     from worldsim.checkpoints import ship
 
     sampling = {k: cfg[k] for k in ("sampling_precision",) if cfg.get(k) is not None}
-    if cfg.get("flow_still_scenery") is not None:
+    still = cfg.get("flow_still_scenery")
+    if still is not None:
         from worldsim.metrics.objects import still_scenery_colours
 
-        sampling["flow_still_colours"] = still_scenery_colours(cfg.scene) if cfg.flow_still_scenery else []
+        if not isinstance(still, bool):
+            raise ValueError(f"flow_still_scenery is true, false or null, got {still!r}")
+        sampling["flow_still_colours"] = still_scenery_colours(cfg.scene) if still else []
     dest = ship(cfg.checkpoint, cfg.scene, cfg.get("dest"), sampling=sampling)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"shipped {cfg.checkpoint} as {dest} ({size / 1e6:.1f} MB)")

@@ -25,8 +25,9 @@ SAMPLING_SETTINGS = (
     "flow_dither",
     "flow_still_colours",
 )
-"""The settings of a generator's config that only sampling reads: a caller may change them on a
-trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
+"""The settings of a generator's config that hold no weights: sampling reads them (a flow's
+``flow_dither`` and ``flow_still_colours`` shape training's warp too), and a caller may change them on
+a trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
 
 
 def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
@@ -119,7 +120,8 @@ def ship(
             family=family,
             frame_size=ckpt.frame_size,
             data_manifest_sha256=ckpt.data_manifest_sha256,
-            metadata={**ckpt.metadata, "shipped_from": str(src), "weights": "float16"},
+            # a copy shipped again from a shipped copy keeps the run it came from
+            metadata={"shipped_from": str(src), **ckpt.metadata, "weights": "float16"},
             step=ckpt.step,
         )
     return dest

@@ -14,8 +14,9 @@ lives on pixels the model sees, and its mean over an object's possible moves is 
 
 Each region of one flat colour moves as one, by its mean move in whole pixels (``region_mean_flow``:
 rounded per pixel, a field that varies across an object cracks it), and what the moves uncover is
-filled from the still scene around it (``fill_holes``), so the change drawn on top is left with what
-truly appears.
+filled with the scenery the context last showed there (``scenery_behind``, for a scene whose
+scenery stands still) or from the still scene around it (``fill_holes``), so the change drawn on top
+is left with what truly appears.
 """
 
 from __future__ import annotations

@@ -238,7 +238,9 @@ def speed_features(trail_m: torch.Tensor) -> torch.Tensor:
 def check_colours(colours: list[list[int]]) -> list[list[int]]:
     """``colours`` if it is a list of uint8 RGB triples (``flow_still_colours``), else a ``ValueError``."""
     ok = isinstance(colours, list | tuple) and all(
-        isinstance(c, list | tuple) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+        isinstance(c, list | tuple)
+        and len(c) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
         for c in colours
     )
     if not ok:
@@ -310,6 +312,10 @@ class WorldModel(nn.Module):
         if cfg.flow_unshuffle < 0:
             raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
         check_colours(cfg.flow_still_colours)
+        if cfg.flow_still_colours and not cfg.flow_channels:
+            raise ValueError(
+                "flow_still_colours are colours a flow's warp leaves still: it needs flow_channels"
+            )
         if cfg.flow_carry_fixed is not None and not cfg.flow_motion:
             raise ValueError(
                 "flow_carry_fixed sets how much of the context's last move a flow carries: it needs flow_motion"

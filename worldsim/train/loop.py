@@ -728,8 +728,8 @@ def train(run: RunConfig) -> Path:
             )
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
-        if run.model.flow_still_colours and model_cfg.flow_channels:
-            model_cfg.flow_still_colours = [list(c) for c in run.model.flow_still_colours]  # no weights
+        if run.model.flow_still_colours:  # no weights; a generator without a flow refuses them
+            model_cfg.flow_still_colours = [list(c) for c in run.model.flow_still_colours]
         # The noise levels training draws are a training setting, not the architecture: the run's own.
         for name in TRAINING_NOISE_SETTINGS:
             was, now = getattr(model_cfg.edm, name), getattr(run.model.edm, name)
