@@ -52,7 +52,7 @@ def test_shipped_checkpoint_follows_mujoco_for_10_steps(family: str) -> None:
 def test_ship_stores_float16_and_loads_as_float32(tmp_path):
     import torch
 
-    from worldsim.checkpoints import ship
+    from worldsim.checkpoints import ship, with_sampling
     from worldsim.model import WorldModel, WorldModelConfig
     from worldsim.model.probe import ProbeConfig, StateProbe
     from worldsim.model.unet import UNetConfig
@@ -87,6 +87,8 @@ def test_ship_stores_float16_and_loads_as_float32(tmp_path):
             ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"flow_still_colours": bad})
     with pytest.raises(ValueError, match="needs flow_channels"):  # this generator has no flow to keep still
         ship(tmp_path / "run", "push", tmp_path / "bad", sampling={"flow_still_colours": [[1, 2, 3]]})
+    with pytest.raises(ValueError, match="has no flow"):
+        with_sampling(loaded, {"flow_still_colours": [[1, 2, 3]]})
     assert load_checkpoint(again).metadata["shipped_from"] == str(tmp_path / "run")
     twice = ship(again, "push", tmp_path / "twice")
     assert load_checkpoint(twice).metadata["shipped_from"] == str(tmp_path / "run")  # the run it came from

@@ -63,7 +63,12 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
 def with_sampling(model: WorldModel, settings: dict[str, Any] | None) -> WorldModel:
     """``model`` with ``settings`` (checked by ``sampling_overrides``) over its config's sampling
     settings; its weights are untouched."""
-    for name, value in sampling_overrides(settings).items():
+    given = sampling_overrides(settings)
+    if given.get("flow_still_colours") and not model.cfg.flow_channels:
+        raise ValueError(
+            "flow_still_colours are colours a flow's warp leaves still: this generator has no flow"
+        )
+    for name, value in given.items():
         setattr(model.cfg, name, value)
     return model
 
