@@ -574,13 +574,12 @@ def test_a_generator_with_still_colours_warps_with_them_and_the_scenery_its_cont
     behind each pixel in the clean context; without colours, neither."""
     import worldsim.model.world_model as wm
 
-    seen = []
+    seen, real_warp = [], wm.warp
 
     def spy(frames, flow_px, dither=None, still_colours=None, behind=None):
         seen.append((still_colours, behind))
-        return wm.warp.__wrapped__(frames, flow_px, dither, still_colours, behind)
+        return real_warp(frames, flow_px, dither, still_colours, behind)
 
-    spy.__wrapped__ = wm.warp
     monkeypatch.setattr(wm, "warp", spy)
     cfg = tiny_config(flow_channels=[16, 16], flow_still_colours=[[217, 217, 217]])
     model = WorldModel(cfg)

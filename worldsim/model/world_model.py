@@ -875,7 +875,8 @@ class WorldModel(nn.Module):
         """
         cfg = self.cfg
         device = prompt.device
-        context = to_float(context_uint8.to(device))
+        clean = to_float(context_uint8.to(device))  # before the context noise: the warp reads it
+        context = clean
         b = context.shape[0]
         steps = steps or cfg.sampling_steps
         noise = noise if noise is not None else self.draw_sampling_noise(b, generator, device, steps)
@@ -898,7 +899,7 @@ class WorldModel(nn.Module):
             scripts, index, odometer, context_uint8.to(device), context_mask.to(device)
         )
         ctx = self._context_channels(context)
-        last = to_float(context_uint8[:, -1].to(device))
+        last = clean[:, -1]
         shape = (b, 3, cfg.height, cfg.width)
         bf16 = check_precision(precision or cfg.sampling_precision) == "bfloat16" and bfloat16_is_fast(device)
         base = last
@@ -907,7 +908,7 @@ class WorldModel(nn.Module):
                 flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
-            base = warp(last, flow, dither, *self._still_scenery(to_float(context_uint8.to(device)), device))
+            base = warp(last, flow, dither, *self._still_scenery(clean, device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
