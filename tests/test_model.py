@@ -560,6 +560,9 @@ def test_what_a_ball_uncovers_is_the_scenery_the_context_saw_behind_it():
     assert torch.equal(back[0, :, 12:18, 14:20], red[:, None, None].expand(3, 6, 6))  # the square moved
     unseen = scenery_behind(covered[:, None], still)
     assert torch.equal(warp(covered, flow, still_colours=still, behind=unseen), gone)
+    padding = torch.tensor([[False, True]])  # the oldest frame is padding: nothing was seen in it
+    assert torch.equal(scenery_behind(context, still, padding), unseen)
+    assert torch.equal(scenery_behind(context, still, torch.tensor([[True, True]])), behind)
 
 
 def test_a_generator_checks_its_still_colours():

@@ -160,17 +160,24 @@ def still_mask(frames: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def scenery_behind(context: torch.Tensor, still_colours: torch.Tensor) -> torch.Tensor:
+def scenery_behind(
+    context: torch.Tensor, still_colours: torch.Tensor, context_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """What stands behind each pixel, as far as ``context`` (``[B, K, C, H, W]``, oldest first) saw:
     the pixel's colour in the latest frame where it showed one of ``still_colours``, else ``HOLE``.
+    A frame ``context_mask[B, K]`` marks False is padding, not something seen: it is skipped (text to
+    video starts from K empty frames, which show no scene).
 
     In a scene whose scenery never moves, the pole a ball passes in front of is still there behind
     it; filled from its neighbours alone, the pixels the ball uncovers take the backdrop beside the
     pole, and a ball that falls past the pole cuts it (README, "Scenery that stands still")."""
     b, k, c, h, w = context.shape
     behind = torch.full((b, c, h, w), HOLE, dtype=context.dtype, device=context.device)
-    for frame in context.unbind(1):
-        behind = torch.where(still_mask(frame, still_colours), frame, behind)
+    for i, frame in enumerate(context.unbind(1)):
+        seen = still_mask(frame, still_colours)
+        if context_mask is not None:
+            seen = seen & context_mask[:, i].view(b, 1, 1, 1).to(seen.device)
+        behind = torch.where(seen, frame, behind)
     return behind
 
 

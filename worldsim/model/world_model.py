@@ -686,16 +686,17 @@ class WorldModel(nn.Module):
         return field + FLOW_CARRY_GAIN * self.flow_carry * moves[:, -2:]
 
     def _still_scenery(
-        self, context: torch.Tensor, device: torch.device
+        self, context: torch.Tensor, context_mask: torch.Tensor, device: torch.device
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The colours the warp never moves (``flow_still_colours``) as ``[S, 3]`` in [-1, 1], and the
-        scenery the clean context ``[B, K, 3, H, W]`` saw behind each pixel (``scenery_behind``);
+        scenery the clean context ``[B, K, 3, H, W]`` saw behind each pixel in the frames
+        ``context_mask`` marks real (``scenery_behind``);
         (None, None) without still colours. Read from the config at each call: a sampling setting
         may be changed on a loaded generator."""
         if not self.cfg.flow_still_colours:
             return None, None
         colours = torch.tensor(self.cfg.flow_still_colours, dtype=torch.float32, device=device) / 127.5 - 1.0
-        return colours, scenery_behind(context, colours)
+        return colours, scenery_behind(context, colours, context_mask)
 
     def _moves(self, context_uint8: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
         """The colours' moves the flow reads (``flow_motion``), from the context before any noise."""
@@ -831,7 +832,9 @@ class WorldModel(nn.Module):
             if predicted_warp_share > 0:
                 pick = (noise["warp_pick"] < predicted_warp_share).view(b, 1, 1, 1)
                 field = torch.where(pick, predicted.detach().float(), flow_target)
-            warped = warp(ref, field, noise.get("dither"), *self._still_scenery(context, device))
+            warped = warp(
+                ref, field, noise.get("dither"), *self._still_scenery(context, context_mask, device)
+            )
             ref = warped
         clean = target - ref if cfg.target == "delta" else target
         net = self._net(ctx, cond_args, warped, script_map)
@@ -908,7 +911,7 @@ class WorldModel(nn.Module):
                 flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
-            base = warp(last, flow, dither, *self._still_scenery(clean, device))
+            base = warp(last, flow, dither, *self._still_scenery(clean, context_mask.to(device), device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
