@@ -730,6 +730,32 @@ def test_settings_that_would_fail_late_or_do_nothing_are_refused(tiny_data, tmp_
         train(tiny_run(tiny_data, tmp_path / "run", steps=1, **bad))
 
 
+def test_undoing_context_noise_is_refused_for_a_generator_with_a_flow(tiny_data, tmp_path):
+    """The warp finds its regions and still scenery by flat colour: in the noisy last frame there
+    are none to find, so the combination is refused before any step, and by the loss itself."""
+    run = tiny_run(tiny_data, tmp_path / "run", steps=1, undo_context_noise=True)
+    run.model.flow_channels = [8, 8]
+    with pytest.raises(ValueError, match="train.undo_context_noise"):
+        train(run)
+    from worldsim.model.world_model import WorldModel
+
+    model = WorldModel(run.model)
+    b, k = 2, run.model.context
+    ctx = torch.zeros(b, k, run.model.height, run.model.width, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="undo_context_noise"):
+        model.loss(
+            ctx,
+            torch.zeros(b, k, run.model.action_dim),
+            ctx[:, -1],
+            ["balls: red ball"] * b,
+            torch.ones(b, k, dtype=torch.bool),
+            undo_context_noise=True,
+            flow_target=torch.zeros(b, 2, run.model.height, run.model.width),
+            flow_weight=torch.ones(b, 1, run.model.height, run.model.width),
+        )
+    assert not (tmp_path / "run" / "final").exists()
+
+
 def test_own_rollouts_feed_each_step_its_own_actions_and_the_frames_made_before(tiny_data):
     """A stand-in model that records its inputs: rollout step s gets actions[s : s+K] (the ones
     between its context frames, then the one to take) and a context ending with the frames it

@@ -809,6 +809,11 @@ class WorldModel(nn.Module):
         weight = 1.0 + cfg.motion_weight * motion_mask(last, prev, target)
         ctx_sigma = noise["context_level"] * cfg.context_noise_max * noise["context_use"].float()
         noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * noise["context_noise"]
+        if undo_context_noise and cfg.flow_channels:
+            raise ValueError(
+                "undo_context_noise is for generators without a flow: the warp would find its regions "
+                "and still scenery in the noisy last frame"
+            )
         ref = noisy_ctx[:, -1] if undo_context_noise else last
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         index = self._frame_index(frame_index, b, device)

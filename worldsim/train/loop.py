@@ -750,6 +750,11 @@ def train(run: RunConfig) -> Path:
                 raise ValueError(
                     f"train.{name}={getattr(cfg, name)} needs a generator with a flow (model.flow_channels)"
                 )
+    elif cfg.undo_context_noise:  # the warp finds regions by flat colour, which the noise breaks
+        raise ValueError(
+            "train.undo_context_noise is for generators without a flow: the warp would find its regions "
+            "and still scenery in the noisy last frame"
+        )
 
     # ---- data ------------------------------------------------------------------------------------
     sampler = WindowSampler(dataset, context, motion_share=cfg.motion_share)
