@@ -791,15 +791,21 @@ class WorldModel(nn.Module):
         B rows). ``frame_scale`` multiplies the frame term (not the flow's): the caller, which knows
         how many rows are kept across data-parallel ranks, makes it the mean over the kept rows.
 
-        ``undo_context_noise``: the change to learn is taken from the *noise-augmented* last context
-        frame, so undoing the noise is part of it. Taken from the clean frame (the default), the model
-        learns that what is not clean in its context is not its business, and at sampling it carries
-        its own residue (faint ghosts where objects were) forward for ever; taken from the noisy one,
-        it learns to put a frame back to the clean scene. Sampling is the same either way and adds the
+        ``undo_context_noise`` (a generator without a flow only: the warp reads flat colours): the
+        change to learn is taken from the *noise-augmented* last context frame, so undoing the noise
+        is part of it. Taken from the clean frame (the default), the model learns that what is not
+        clean in its context is not its business, and at sampling it carries its own residue (faint
+        ghosts where objects were) forward for ever; taken from the noisy one, it learns to put a
+        frame back to the clean scene. Sampling is the same either way and adds the
         change to the un-noised last frame: the sampling context noise (0.02, 2.6 grey levels) the
         change would undo is mostly below ``min_change_levels`` and dropped; a few pixels in a
         thousand pass. (Sampling such a model with no context noise scored alike: README.)"""
         cfg = self.cfg
+        if undo_context_noise and cfg.flow_channels:
+            raise ValueError(
+                "undo_context_noise is for generators without a flow: the warp would find its regions "
+                "and still scenery in the noisy last frame"
+            )
         device = context_uint8.device
         context, target = to_float(context_uint8), to_float(target_uint8)
         b = context.shape[0]
@@ -809,11 +815,6 @@ class WorldModel(nn.Module):
         weight = 1.0 + cfg.motion_weight * motion_mask(last, prev, target)
         ctx_sigma = noise["context_level"] * cfg.context_noise_max * noise["context_use"].float()
         noisy_ctx = context + ctx_sigma.view(b, 1, 1, 1, 1) * noise["context_noise"]
-        if undo_context_noise and cfg.flow_channels:
-            raise ValueError(
-                "undo_context_noise is for generators without a flow: the warp would find its regions "
-                "and still scenery in the noisy last frame"
-            )
         ref = noisy_ctx[:, -1] if undo_context_noise else last
         prompt = self.encode_prompts(captions) if prompt is None else prompt
         index = self._frame_index(frame_index, b, device)
