@@ -560,9 +560,9 @@ def test_what_a_ball_uncovers_is_the_scenery_the_context_saw_behind_it():
     assert torch.equal(back[0, :, 12:18, 14:20], red[:, None, None].expand(3, 6, 6))  # the square moved
     unseen = scenery_behind(covered[:, None], still)
     assert torch.equal(warp(covered, flow, still_colours=still, behind=unseen), gone)
-    padding = torch.tensor([[False, True]])  # the oldest frame is padding: nothing was seen in it
-    assert torch.equal(scenery_behind(context, still, padding), unseen)
-    assert torch.equal(scenery_behind(context, still, torch.tensor([[True, True]])), behind)
+    two = torch.cat([context, context])  # the same frames in two worlds, the first one's oldest padding
+    both = scenery_behind(two, still, torch.tensor([[False, True], [True, True]]))
+    assert torch.equal(both[0], unseen[0]) and torch.equal(both[1], behind[0])
 
 
 def test_a_generator_checks_its_still_colours():
@@ -599,6 +599,13 @@ def test_a_generator_with_still_colours_warps_with_them_and_the_scenery_its_cont
         assert torch.equal(behind[0, :, 0, 0], backdrop) and torch.all(
             behind[0, :, 14, 8] == 0.0
         )  # red: HOLE
+    seen.clear()
+    padded = torch.tensor([[False, True]])  # both hand the warp the mask: a padded frame shows nothing
+    ctx[:, 0] = 0  # a black padding frame: not scenery, and skipped
+    ctx[:, 0, 14, 8] = torch.tensor([217, 217, 217], dtype=torch.uint8)  # even where it shows backdrop
+    model.loss(ctx, acts, nxt, captions, padded, flow_target=flow, flow_weight=flow[:, :1] + 1)
+    model.predict_next(ctx, acts, model.encode_prompts(captions), padded)
+    assert len(seen) == 2 and all(torch.all(behind[0, :, 14, 8] == 0.0) for _, behind in seen)
     seen.clear()
     model.cfg.flow_still_colours = []  # a sampling setting: read at each call
     model.predict_next(ctx, acts, model.encode_prompts(captions))

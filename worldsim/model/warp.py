@@ -166,7 +166,7 @@ def scenery_behind(
     """What stands behind each pixel, as far as ``context`` (``[B, K, C, H, W]``, oldest first) saw:
     the pixel's colour in the latest frame where it showed one of ``still_colours``, else ``HOLE``.
     A frame ``context_mask[B, K]`` marks False is padding, not something seen: it is skipped (text to
-    video starts from K empty frames, which show no scene).
+    video starts from K copies of the data's mean frame, whose blurred scenery is not this world's).
 
     In a scene whose scenery never moves, the pole a ball passes in front of is still there behind
     it; filled from its neighbours alone, the pixels the ball uncovers take the backdrop beside the
@@ -176,7 +176,7 @@ def scenery_behind(
     for i, frame in enumerate(context.unbind(1)):
         seen = still_mask(frame, still_colours)
         if context_mask is not None:
-            seen = seen & context_mask[:, i].view(b, 1, 1, 1).to(seen.device)
+            seen = seen & context_mask[:, i].view(b, 1, 1, 1).to(device=seen.device, dtype=torch.bool)
         behind = torch.where(seen, frame, behind)
     return behind
 
