@@ -12,7 +12,13 @@ from typing import Any
 
 import torch
 
-from worldsim.model.world_model import WorldModel, WorldModelConfig, check_colours, check_precision
+from worldsim.model.world_model import (
+    WorldModel,
+    WorldModelConfig,
+    check_colours,
+    check_precision,
+    check_still_colours,
+)
 from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SHIPPED_DIR = Path(__file__).resolve().parent
@@ -64,10 +70,8 @@ def with_sampling(model: WorldModel, settings: dict[str, Any] | None) -> WorldMo
     """``model`` with ``settings`` (checked by ``sampling_overrides``) over its config's sampling
     settings; its weights are untouched."""
     given = sampling_overrides(settings)
-    if given.get("flow_still_colours") and not model.cfg.flow_channels:
-        raise ValueError(
-            "flow_still_colours are colours a flow's warp leaves still: this generator has no flow"
-        )
+    if "flow_still_colours" in given:
+        check_still_colours(given["flow_still_colours"], model.cfg)
     for name, value in given.items():
         setattr(model.cfg, name, value)
     return model

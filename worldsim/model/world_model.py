@@ -248,6 +248,19 @@ def check_colours(colours: list[list[int]]) -> list[list[int]]:
     return [list(c) for c in colours]
 
 
+def check_still_colours(colours: list[list[int]], cfg: WorldModelConfig) -> list[list[int]]:
+    """``colours`` (``check_colours``) if a generator of ``cfg`` can keep them still: only a flow's
+    warp leaves colours where they are. Checked when a generator is built and when a sampling
+    setting gives a built one colours (``worldsim.checkpoints.with_sampling``)."""
+    colours = check_colours(colours)
+    if colours and not cfg.flow_channels:
+        raise ValueError(
+            "flow_still_colours are colours a flow's warp leaves still: this generator has no flow "
+            "(it needs flow_channels)"
+        )
+    return colours
+
+
 def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
     """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
     return frames_uint8.permute(*range(frames_uint8.ndim - 3), -1, -3, -2).float() / 127.5 - 1.0
@@ -311,11 +324,7 @@ class WorldModel(nn.Module):
         self.unet = UNet(cfg.unet)
         if cfg.flow_unshuffle < 0:
             raise ValueError(f"flow_unshuffle must be >= 0 (0: the U-Net's), got {cfg.flow_unshuffle}")
-        check_colours(cfg.flow_still_colours)
-        if cfg.flow_still_colours and not cfg.flow_channels:
-            raise ValueError(
-                "flow_still_colours are colours a flow's warp leaves still: it needs flow_channels"
-            )
+        check_still_colours(cfg.flow_still_colours, cfg)
         if cfg.flow_carry_fixed is not None and not cfg.flow_motion:
             raise ValueError(
                 "flow_carry_fixed sets how much of the context's last move a flow carries: it needs flow_motion"
