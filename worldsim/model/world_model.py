@@ -97,9 +97,7 @@ class WorldModelConfig:
     flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
     flow_motion: bool = False  # the flow also reads each colour's moves in the context (``motion``)
     flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
-    flow_properties: int = (
-        0  # > 0: the flow reads this many physical properties per object (``property_map``)
-    )
+    flow_properties: int = 0  # > 0: the flow reads this many properties per object (``property_map``)
     odometer: bool = False  # told the distance the camera has travelled, read off the road's markings
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
     odometer_trail: int = 0  # > 1: odometer_m is the distance at the last this many frames (a speed)
@@ -710,9 +708,7 @@ class WorldModel(nn.Module):
                 raise ValueError("this generator's flow reads the context's moves (flow_motion): pass moves")
             inputs.append(moves / FLOW_SCALE_PX)
         if self.cfg.flow_properties:
-            if properties is None:
-                raise ValueError("this generator's flow reads the objects' properties (flow_properties)")
-            inputs.append(properties)
+            inputs.append(properties)  # from _property_map, which refuses a call without them
         field = FLOW_SCALE_PX * self.flow_net(torch.cat(inputs, 1), cond).float()
         if not self.cfg.flow_motion:
             return field
