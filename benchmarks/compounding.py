@@ -25,7 +25,7 @@ import torch
 from worldsim.checkpoints import load_world_model
 from worldsim.evaluate import Episode, generate, make_episodes
 from worldsim.metrics.objects import extract_objects, palette_for
-from worldsim.scenes import properties_of, script_of
+from worldsim.scenes import script_of
 
 
 @torch.no_grad()
@@ -53,7 +53,6 @@ def teacher_forced(model, episodes: list[Episode], horizon: int, seed: int = 0) 
                 frame_index=h + k,
                 odometer_m=odometer,
                 scripts=[script_of(e.spec) for e in episodes],
-                properties=[properties_of(e.spec) for e in episodes],
             ).numpy()
         )
     return np.stack(out, axis=1)

@@ -81,22 +81,16 @@ def generator_frames_per_s(family: str, worlds: int = 64, steps: int = 10) -> di
     model of the default architecture (same cost) when none ships yet."""
     import torch
 
-    from worldsim.scenes import properties_of, sample, script_of
+    from worldsim.scenes import sample, script_of
 
     model, source = bench_model(family)
     cfg = model.cfg
     ctx = torch.from_numpy(truth_contexts(family, worlds, cfg.context))
     actions = torch.zeros(worlds, cfg.context, cfg.action_dim)
     prompt = model.encode_prompts(["balls: red agent ball"] * worlds)
-    # the agents prompts script and the objects' properties they give (a generator with a script map
-    # draws the agents, one whose flow reads properties reads them; others ignore them)
-    specs = [sample(family, np.random.default_rng(i)) for i in range(worlds)]
-    step = {
-        "frame_index": cfg.context,
-        "odometer_m": 0.0,
-        "scripts": [script_of(s) for s in specs],
-        "properties": [properties_of(s) for s in specs],
-    }
+    # the agents prompts script (a generator with a script map draws them; others ignore them)
+    scripts = [script_of(sample(family, np.random.default_rng(i))) for i in range(worlds)]
+    step = {"frame_index": cfg.context, "odometer_m": 0.0, "scripts": scripts}
     out = {"worlds": worlds, "model": source, "threads": torch.get_num_threads(), "frames_per_s": {}}
     for n in (1, 2, 3):
         model.predict_next(ctx, actions, prompt, steps=n, **step)

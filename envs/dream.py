@@ -35,7 +35,7 @@ from worldsim.model.world_model import WorldModel, check_precision
 from worldsim.physics.base import check_action
 from worldsim.physics.state import STATE_LIMIT
 from worldsim.registration import TRUTH_ENVS
-from worldsim.scenes import caption, family_of, parse_prompt, properties_of, script_of, start_step_m
+from worldsim.scenes import caption, family_of, parse_prompt, script_of, start_step_m
 from worldsim.scenes.base import check_split
 
 CONTEXTS = ("real", "generated")
@@ -209,7 +209,6 @@ class DreamVectorEnv(VectorEnv):
                 frame_index=0,
                 odometer_m=0.0,
                 scripts=[script_of(self.scenes[i]) for i in worlds],
-                properties=[properties_of(self.scenes[i]) for i in worlds],
             )
         first = first.to(self.device)
         self._frames[idx] = first[:, None].expand(-1, k, *first.shape[1:])
@@ -263,7 +262,6 @@ class DreamVectorEnv(VectorEnv):
                 frame_index=torch.from_numpy(self._steps[live] + 1),
                 odometer_m=self._odometer[idx],
                 scripts=[script_of(self.scenes[i]) for i in live],
-                properties=[properties_of(self.scenes[i]) for i in live],
             )
             reward, logit = self.model.reward_termination(
                 ctx[:, -1], acts[:, -1], nxt, prompt, precision=self.sampling_precision

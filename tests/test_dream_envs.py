@@ -284,30 +284,6 @@ def test_a_generator_with_a_script_map_is_given_each_world_s_script(monkeypatch)
     vec.close()
 
 
-def test_a_generator_whose_flow_reads_properties_is_given_each_world_s(monkeypatch):
-    """Each world's prompt gives its balls' restitution, mass and friction: the Dream env hands the
-    generator each live world's (``properties_of`` its spec), at every step, and text to video's first
-    frames are made with them too."""
-    from worldsim.scenes import properties_of, property_count
-
-    base = random_generator("balls")
-    cfg = {**base.cfg.to_dict(), "flow_channels": [8, 8], "flow_properties": property_count("balls")}
-    model = WorldModel(WorldModelConfig.from_dict(cfg)).eval()
-    told, real = [], model.predict_next
-
-    def spy(*args, properties=None, **kwargs):
-        told.append(properties)
-        return real(*args, properties=properties, **kwargs)
-
-    monkeypatch.setattr(model, "predict_next", spy)
-    vec = DreamVectorEnv("balls", num_envs=2, model=model, horizon=4, context="generated")
-    vec.reset(seed=0)
-    vec.step(np.zeros((2, 2), np.float32))
-    expected = [properties_of(spec) for spec in vec.scenes]
-    assert told == [expected, expected] and all(expected)
-    vec.close()
-
-
 def test_ppo_runs_in_a_dream_env(balls_model):
     from stable_baselines3 import PPO
 

@@ -910,59 +910,6 @@ def test_a_flow_given_the_moves_carries_a_coasting_square_on_and_starts_as_it_wa
         WorldModel(tiny_config(flow_motion=True))  # no flow to hand the moves to
 
 
-def test_a_flow_reads_each_objects_properties_painted_on_it_and_starts_as_it_was(tmp_path):
-    """``paint_properties`` puts an object's values on exactly its pixels. A flow given them
-    (``flow_properties``), fine-tuned from one without, starts as the same function (zero weights on
-    them); once it reads them, two worlds that differ only in the red square's properties move it
-    differently; and a generator that reads them refuses to sample without them."""
-    from worldsim.model.property_map import paint_properties
-    from worldsim.scenes import Properties
-    from worldsim.scenes.colours import rgb_uint8
-    from worldsim.train.loop import load_init
-
-    ctx = _drifting_squares([(3, 0)])
-    last = to_float(ctx[:, -1])
-    red, blue = rgb_uint8("red"), rgb_uint8("blue")
-    bouncy = [[Properties(red, (0.9, 0.2)), Properties(blue, (0.1, 0.5))]]
-    painted = paint_properties(last, bouncy, 2)
-    on_red = torch.from_numpy((ctx[0, -1].numpy() == red).all(-1))
-    on_blue = torch.from_numpy((ctx[0, -1].numpy() == blue).all(-1))
-    assert torch.equal(painted[0, 0], 0.9 * on_red + 0.1 * on_blue)
-    assert torch.equal(painted[0, 1], 0.2 * on_red + 0.5 * on_blue)
-    assert not paint_properties(last, [[]], 2).any()  # a scene with no properties: zeros
-    with pytest.raises(ValueError, match="reads 3 properties"):
-        paint_properties(last, bouncy, 3)
-    with pytest.raises(ValueError, match="for 2 worlds"):
-        paint_properties(last, bouncy * 2, 2)
-
-    acts, captions = torch.zeros(1, 2, 2), [CAPTIONS[0]]
-    torch.manual_seed(0)
-    plain = WorldModel(tiny_config(sampling_context_noise=0.0, flow_channels=[16, 16])).eval()
-    with torch.no_grad():
-        plain.flow_net.head.weight.normal_(0.0, 0.5)
-    path = save_checkpoint(tmp_path / "ckpt", plain, plain.cfg.to_dict(), family="balls", frame_size=(32, 32))
-    told = WorldModel(tiny_config(sampling_context_noise=0.0, flow_channels=[16, 16], flow_properties=2))
-    load_init(load_checkpoint(path), told.eval())
-    prompt = plain.encode_prompts(captions)
-
-    def made(model, properties=None):
-        return model.predict_next(
-            ctx, acts, prompt, generator=torch.Generator().manual_seed(1), properties=properties
-        )
-
-    assert torch.equal(made(told, bouncy), made(plain))
-    with torch.no_grad():  # weights on the properties: now they change the move
-        told.flow_net.stem.weight[:, -2 * told.cfg.flow_grid**2 :].normal_(0.0, 1.0)
-        told.unet.head.weight.zero_()
-        told.unet.head.bias.zero_()  # no change drawn: the frame is the warp alone
-    dull = [[Properties(red, (0.0, 0.2)), Properties(blue, (0.1, 0.5))]]
-    assert not torch.equal(made(told, bouncy), made(told, dull))
-    with pytest.raises(ValueError, match="flow_properties"):
-        made(told)
-    with pytest.raises(ValueError, match="flow_properties"):
-        WorldModel(tiny_config(flow_properties=2))  # no flow to hand them to
-
-
 def test_a_fixed_carry_coasts_from_the_start_and_is_not_trained():
     """``flow_carry_fixed`` is a buffer, not a parameter: a fresh flow (zero head) with it at one
     carries a square on by its last move at once, and no optimiser can change it."""

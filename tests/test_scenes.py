@@ -128,25 +128,3 @@ def test_prompt_of_another_family_is_rejected_when_a_family_is_required():
 
 def test_every_family_is_registered():
     assert set(REGISTRY) == set(FAMILIES)
-
-
-def test_balls_prompts_give_each_balls_restitution_mass_and_friction_scaled_to_the_training_ranges():
-    """``properties_of``: one entry per ball in the spec's order, in its colour, in [0, 1] for
-    in-distribution worlds and outside for out-of-distribution ones (bouncier, heavier, slicker);
-    parsed from the prompt, the same; families whose prompts give none give nothing."""
-    from worldsim.scenes import Properties, properties_of, properties_of_prompts, property_count
-    from worldsim.scenes.colours import rgb_uint8
-
-    assert property_count("balls") == 3 and property_count("push") == property_count("drive") == 0
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        spec = sample("balls", rng, "id")
-        props = properties_of(spec)
-        assert [p.rgb for p in props] == [rgb_uint8(b.colour) for b in spec.balls]
-        assert all(isinstance(p, Properties) and len(p.values) == 3 for p in props)
-        assert all(0.0 <= v <= 1.0 for p in props for v in p.values)
-        assert properties_of_prompts([caption(spec)], "balls") == [props]
-    ood = properties_of(sample("balls", rng, "ood"))
-    assert all(p.values[0] > 1.0 and p.values[1] > 1.0 and p.values[2] < 0.0 for p in ood)
-    for family in ("push", "drive"):
-        assert properties_of(sample(family, rng, "id")) == ()

@@ -702,38 +702,6 @@ def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_da
         train(unmoved)
 
 
-def test_fine_tuning_may_hand_a_flow_the_objects_properties_which_start_at_zero(tiny_data, tmp_path):
-    """``model.flow_properties`` added to a flow: the flow's stem gains the properties' channels, with
-    zero weights at the start, and the run learns on them (the rollouts and the loss are handed each
-    prompt's properties); a count the family's prompts do not give is refused."""
-    from worldsim.scenes import property_count
-
-    flowing = tiny_run(tiny_data, tmp_path / "flowing", steps=0)
-    flowing.model.flow_channels = [8, 8]
-    flow = load_checkpoint(train(flowing))
-    count = property_count("balls")
-    told = tiny_run(tiny_data, tmp_path / "told", steps=3, init=str(flow.path), motion_share=1.0)
-    told.model.flow_properties = count
-    told.train.rollout_share, told.train.rollout_steps = 0.5, 2
-    told_ckpt = load_checkpoint(train(told))
-    assert told_ckpt.config["flow_properties"] == count
-    stem, was = told_ckpt.state_dict["flow_net.stem.weight"], flow.state_dict["flow_net.stem.weight"]
-    grid = WorldModelConfig.from_dict(told_ckpt.config).flow_grid
-    assert stem.shape[1] == was.shape[1] + count * grid**2
-    model = WorldModel(WorldModelConfig.from_dict(told_ckpt.config))
-    load_init(flow, model)
-    assert not model.flow_net.stem.weight[:, was.shape[1] :].any()  # the generator starts as it was
-    assert stem[:, was.shape[1] :].abs().sum() > 0  # and the run learned on them
-    recount = tiny_run(tiny_data, tmp_path / "recount", steps=1, init=str(told_ckpt.path))
-    recount.model.flow_properties = count + 1
-    with pytest.raises(ValueError, match="keeps them"):
-        train(recount)
-    wrong = tiny_run(tiny_data, tmp_path / "wrong", steps=1)
-    wrong.model.flow_channels, wrong.model.flow_properties = [8, 8], count + 1
-    with pytest.raises(ValueError, match="physical properties per object"):
-        train(wrong)
-
-
 @pytest.mark.parametrize(
     "bad",
     [

@@ -19,7 +19,7 @@ import torch
 from worldsim.metrics.objects import Palette, centroid_errors, extract_objects, palette_for
 from worldsim.model.world_model import WorldModel
 from worldsim.physics import make_simulator
-from worldsim.scenes import properties_of, script_of, start_step_m
+from worldsim.scenes import script_of, start_step_m
 
 
 class Policy(Protocol):
@@ -74,11 +74,7 @@ def dream(
         mask[:, -1] = True
     else:
         ctx, mask = model.first_frames(
-            [caption],
-            steps=sampling_steps,
-            generator=gen,
-            scripts=[script_of(spec)],
-            properties=[properties_of(spec)],
+            [caption], steps=sampling_steps, generator=gen, scripts=[script_of(spec)]
         )
     ctx, mask = ctx.to(device), mask.to(device)
     prompt = model.encode_prompts([caption])
@@ -106,7 +102,6 @@ def dream(
             frame_index=t + 1,
             odometer_m=odometer,
             scripts=scripts,
-            properties=[properties_of(spec)],
         )
         odometer = model.advance_odometer(odometer, ctx[:, -1], nxt, past, start_step)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)

@@ -64,7 +64,6 @@ from worldsim.model.motion import colour_moves
 from worldsim.model.odometer_dynamics import known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
-from worldsim.model.property_map import paint_properties
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
 from worldsim.model.warp import scenery_behind, warp
@@ -97,7 +96,6 @@ class WorldModelConfig:
     flow_unshuffle: int = 0  # the flow U-Net's pixel-unshuffle; 0: the change U-Net's (``unet.unshuffle``)
     flow_motion: bool = False  # the flow also reads each colour's moves in the context (``motion``)
     flow_carry_fixed: float | None = None  # with flow_motion: carry this share of the last move, not learned
-    flow_properties: int = 0  # > 0: the flow reads this many properties per object (``property_map``)
     odometer: bool = False  # told the distance the camera has travelled, read off the road's markings
     odometer_markings: OdometerConfig | None = None  # the markings it reads (filled from the scene)
     odometer_trail: int = 0  # > 1: odometer_m is the distance at the last this many frames (a speed)
@@ -336,11 +334,6 @@ class WorldModel(nn.Module):
                 "flow_motion hands a flow the moves between context frames: it needs "
                 f"flow_channels and a context of 2 frames or more (context={cfg.context})"
             )
-        if cfg.flow_properties < 0 or (cfg.flow_properties and not cfg.flow_channels):
-            raise ValueError(
-                f"flow_properties={cfg.flow_properties}: the properties a flow reads per object, 0 or "
-                "more, and only with flow_channels"
-            )
         if cfg.flow_channels:
             if cfg.target != "delta":
                 raise ValueError(
@@ -349,10 +342,9 @@ class WorldModel(nn.Module):
             # Its head starts at zero: no motion, so the warp is the identity and a generator given a
             # flow when fine-tuned starts as the function it was (``train.init``).
             moves = 2 * (cfg.context - 1) if cfg.flow_motion else 0
-            # inputs added later come last (the properties after the moves): fine-tuning can add them
             self.flow_net = UNet(
                 UNetConfig(
-                    in_channels=context_channels + moves + cfg.flow_properties,
+                    in_channels=context_channels + moves,
                     out_channels=2,
                     channels=list(cfg.flow_channels),
                     blocks_per_level=1,
@@ -689,43 +681,18 @@ class WorldModel(nn.Module):
             parts.append((pixels[:, :, :, 1:] - pixels[:, :, :, :-1]).reshape(b, h, w, (k - 1) * c))
         return torch.cat(parts, dim=3).permute(0, 3, 1, 2)
 
-    def _flow(
-        self,
-        ctx: torch.Tensor,
-        cond_args: tuple,
-        moves: torch.Tensor | None = None,
-        properties: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def _flow(self, ctx: torch.Tensor, cond_args: tuple, moves: torch.Tensor | None = None) -> torch.Tensor:
         """The displacement field ``[B, 2, H, W]`` in pixels (u, v) from the context channels and, with
-        ``flow_motion``, the colours' moves in the clean context (``colour_moves``), with
-        ``flow_properties`` the objects' properties painted on the last frame (``_property_map``); it
-        reads the conditions as the denoiser does, at a fixed noise level."""
+        ``flow_motion``, the colours' moves in the clean context (``colour_moves``); it reads the
+        conditions as the denoiser does, at a fixed noise level."""
         b = ctx.shape[0]
         cond = self._cond(torch.zeros(b, device=ctx.device), *cond_args)
-        inputs = [ctx]
-        if self.cfg.flow_motion:
-            if moves is None:
-                raise ValueError("this generator's flow reads the context's moves (flow_motion): pass moves")
-            inputs.append(moves / FLOW_SCALE_PX)
-        if self.cfg.flow_properties:
-            inputs.append(properties)  # from _property_map, which refuses a call without them
-        field = FLOW_SCALE_PX * self.flow_net(torch.cat(inputs, 1), cond).float()
         if not self.cfg.flow_motion:
-            return field
+            return FLOW_SCALE_PX * self.flow_net(ctx, cond).float()
+        if moves is None:
+            raise ValueError("this generator's flow reads the context's moves (flow_motion): pass moves")
+        field = FLOW_SCALE_PX * self.flow_net(torch.cat([ctx, moves / FLOW_SCALE_PX], 1), cond).float()
         return field + FLOW_CARRY_GAIN * self.flow_carry * moves[:, -2:]
-
-    def _property_map(self, last: torch.Tensor, properties: Sequence[Sequence] | None) -> torch.Tensor | None:
-        """With ``flow_properties``, each object's properties (one sequence of
-        ``worldsim.scenes.Properties`` per world, from ``worldsim.scenes.properties_of``) painted on
-        its pixels in the clean last frame ``last[B, 3, H, W]`` (``paint_properties``); else None."""
-        if not self.cfg.flow_properties:
-            return None
-        if properties is None:
-            raise ValueError(
-                "this generator's flow reads each object's physical properties (flow_properties): pass "
-                "properties, one worldsim.scenes.properties_of(spec) per world"
-            )
-        return paint_properties(last, properties, self.cfg.flow_properties)
 
     def _still_scenery(
         self, context: torch.Tensor, context_mask: torch.Tensor, device: torch.device
@@ -812,7 +779,6 @@ class WorldModel(nn.Module):
         flow_kind: str = "l2",
         frame_rows: torch.Tensor | None = None,
         frame_scale: float = 1.0,
-        properties: Sequence[Sequence] | None = None,
     ) -> torch.Tensor:
         """EDM loss of the next frame (plus, with a flow, ``FLOW_LOSS_WEIGHT`` times the flow's
         weighted mean error in pixels, ``flow_error``). ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]`` (the last
@@ -833,8 +799,6 @@ class WorldModel(nn.Module):
         learned; the others teach a flow only (their frame loss counts as zero in the mean over the
         B rows). ``frame_scale`` multiplies the frame term (not the flow's): the caller, which knows
         how many rows are kept across data-parallel ranks, makes it the mean over the kept rows.
-        ``properties``, one ``worldsim.scenes.properties_of`` per row, is needed by a flow that reads
-        the objects' properties (``flow_properties``), ignored otherwise.
 
         ``undo_context_noise`` (a generator without a flow only: the warp reads flat colours): the
         change to learn is taken from the *noise-augmented* last context frame, so undoing the noise
@@ -876,12 +840,7 @@ class WorldModel(nn.Module):
                     "this generator has a flow (flow_channels): pass flow_target and flow_weight"
                 )
             flow_target, flow_weight = flow_target.to(device).float(), flow_weight.to(device).float()
-            predicted = self._flow(
-                ctx,
-                cond_args,
-                self._moves(context_uint8.to(device), context_mask),
-                self._property_map(last, properties),
-            )
+            predicted = self._flow(ctx, cond_args, self._moves(context_uint8.to(device), context_mask))
             err = flow_error(predicted, flow_target, flow_kind)
             flow_loss = (flow_weight * err).sum() / flow_weight.sum().clamp_min(1.0)
             field = flow_target
@@ -918,7 +877,6 @@ class WorldModel(nn.Module):
         frame_index: torch.Tensor | int | None = None,
         odometer_m: torch.Tensor | float | None = None,
         scripts: Sequence[Script] | None = None,
-        properties: Sequence[Sequence] | None = None,
     ) -> torch.Tensor:
         """Sample next frames ``uint8[B,H,W,3]`` from ``context_uint8[B,K,H,W,3]``, ``actions[B,K,A]``
         and prompt embeddings ``prompt[B,P]`` (from ``encode_prompts``, computed once per rollout).
@@ -927,9 +885,7 @@ class WorldModel(nn.Module):
         is the distance the camera has travelled at the last context frame (``odometer_step``), 0 at
         the reset frame; a generator with an odometer needs it, others ignore it. ``scripts``, one
         ``Script`` per world (``worldsim.scenes.script_of``), the agents each prompt scripts: a
-        generator with a script map needs them, others ignore them. ``properties``, one
-        ``worldsim.scenes.properties_of(spec)`` per world, the objects' physical properties the prompt
-        gives: a generator whose flow reads them (``flow_properties``) needs them, others ignore them.
+        generator with a script map needs them, others ignore them.
         ``steps``, ``context_noise`` and ``precision`` default to the config's sampling settings.
 
         All randomness comes from ``generator``, or from ``noise`` (``draw_sampling_noise``) when the
@@ -967,7 +923,7 @@ class WorldModel(nn.Module):
         base = last
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                flow = self._flow(ctx, cond_args, moves, self._property_map(last, properties))
+                flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
             base = warp(last, flow, dither, *self._still_scenery(clean, context_mask.to(device), device))
@@ -1073,7 +1029,6 @@ class WorldModel(nn.Module):
         odometer_m: torch.Tensor | float | None = None,
         scripts: Sequence[Script] | None = None,
         start_step_m: torch.Tensor | None = None,
-        properties: Sequence[Sequence] | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout: ``future_actions[B,T,A]`` applied from a real or generated context.
 
@@ -1082,8 +1037,7 @@ class WorldModel(nn.Module):
         draws it, one ``draw_sampling_noise`` per step (else ``generator`` is drawn from);
         ``frame_index`` the index of the first frame made and ``odometer_m`` the distance at the last
         context frame (``predict_next``; the rollout adds up the distance of each frame it makes, by
-        ``odometer_step``), ``scripts`` the agents each prompt scripts and ``properties`` the objects'
-        physical properties it gives (``predict_next``); ``start_step_m`` the step
+        ``odometer_step``) and ``scripts`` the agents each prompt scripts; ``start_step_m`` the step
         each prompt's speed makes, for worlds that start at an episode's first frame
         (``advance_odometer``). Returns the
         ``T`` generated frames ``uint8[B,T,H,W,3]``.
@@ -1114,7 +1068,6 @@ class WorldModel(nn.Module):
                 frame_index=None if index is None else index + t,
                 odometer_m=odometer,
                 scripts=scripts,
-                properties=properties,
             )
             if odometer is not None:
                 odometer = self.advance_odometer(odometer, ctx[:, -1], nxt, acts[:, t : t + k], start_step_m)
@@ -1136,7 +1089,6 @@ class WorldModel(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         scripts: Sequence[Script] | None = None,
-        properties: Sequence[Sequence] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-to-video: a first frame from each prompt alone, returned as a start context
         (``uint8[B,K,H,W,3]``: the frame repeated, and a mask that is True only for the last), the
@@ -1154,7 +1106,6 @@ class WorldModel(nn.Module):
             frame_index=0,
             odometer_m=0.0,
             scripts=scripts,
-            properties=properties,
         )
         context = first[:, None].expand(b, k, *first.shape[1:]).clone()
         mask = torch.zeros(b, k, dtype=torch.bool, device=first.device)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from worldsim.scenes import balls, drive, push
-from worldsim.scenes.base import CameraRig, Family, Footprint, ObjectInfo, Properties
+from worldsim.scenes.base import CameraRig, Family, Footprint, ObjectInfo
 from worldsim.scenes.prompts import PromptError, split_family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (balls.FAMILY, push.FAMILY, drive.FAMILY)}
@@ -79,28 +79,6 @@ def scripts_of_prompts(texts: list[str], family: str) -> list[Callable[[float], 
     return [_script_of_prompt(t, family) for t in texts]
 
 
-def properties_of(spec: Any) -> tuple[Properties, ...]:
-    """Each object's physical properties as ``spec``'s prompt gives them (none in a family that gives
-    none): what a generator's flow reads painted on the objects (``worldsim.model.property_map``)."""
-    give = family_of(spec).properties
-    return give(spec) if give is not None else ()
-
-
-@lru_cache(maxsize=65536)
-def _properties_of_prompt(text: str, family: str) -> tuple[Properties, ...]:
-    return properties_of(parse_prompt(text, family))
-
-
-def properties_of_prompts(texts: list[str], family: str) -> list[tuple[Properties, ...]]:
-    """``properties_of`` each prompt's spec (parsed once per distinct prompt)."""
-    return [_properties_of_prompt(t, family) for t in texts]
-
-
-def property_count(family: str) -> int:
-    """How many physical properties the family's prompts give per object (0: none)."""
-    return len(family_of(family).property_names)
-
-
 def script_map_camera(family: str, width: int, height: int) -> dict:
     """The camera a script map is drawn through, as ``worldsim.model.script_map.ScriptMapConfig``'s
     fields: the family's first camera at ``width`` x ``height``, before it has travelled."""
@@ -140,13 +118,9 @@ __all__ = [
     "Footprint",
     "ObjectInfo",
     "PromptError",
-    "Properties",
     "caption",
     "family_of",
     "parse_prompt",
-    "properties_of",
-    "properties_of_prompts",
-    "property_count",
     "sample",
     "script_map_camera",
     "script_of",

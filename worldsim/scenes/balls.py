@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldsim.scenes import prompts
-from worldsim.scenes.base import CameraRig, Family, ObjectInfo, Properties, check_split, quantise, uniform
-from worldsim.scenes.colours import OBJECT_COLOURS, rgb_uint8
+from worldsim.scenes.base import CameraRig, Family, ObjectInfo, check_split, quantise, uniform
+from worldsim.scenes.colours import OBJECT_COLOURS
 from worldsim.scenes.mjcf import document, solref_for_restitution
 from worldsim.scenes.prompts import Attribute, PromptError, check_range
 
@@ -293,24 +293,6 @@ def objects(spec: BallsSpec) -> tuple[ObjectInfo, ...]:
     )
 
 
-PROPERTY_NAMES = ("restitution", "mass", "friction")
-
-
-def properties(spec: BallsSpec) -> tuple[Properties, ...]:
-    """Each ball's restitution, mass and friction, scaled so the in-distribution ranges are [0, 1]
-    (out-of-distribution balls fall outside them). How high a ball bounces and how a collision shares
-    momentum depend on them, and no frame before the contact shows them."""
-    lo = np.array([_ID[n][0] for n in PROPERTY_NAMES])
-    span = np.array([_ID[n][1] for n in PROPERTY_NAMES]) - lo
-    return tuple(
-        Properties(
-            rgb_uint8(b.colour),
-            tuple(float(v) for v in (np.array([b.restitution, b.mass_kg, b.friction]) - lo) / span),
-        )
-        for b in spec.balls
-    )
-
-
 FAMILY = Family(
     name="balls",
     spec_type=BallsSpec,
@@ -323,6 +305,4 @@ FAMILY = Family(
     from_dict=from_dict,
     control_hz=10.0,
     substeps=50,
-    properties=properties,
-    property_names=PROPERTY_NAMES,
 )

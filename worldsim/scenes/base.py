@@ -64,17 +64,6 @@ class Footprint:
 
 
 @dataclass(frozen=True)
-class Properties:
-    """What a prompt says of one object that its frames do not show until it touches something: its
-    flat colour (RGB) and physical properties (Balls: restitution, mass, friction), each scaled so
-    the in-distribution range is [0, 1]. A generator's flow may read them painted on the object's
-    pixels (``worldsim.model.property_map``)."""
-
-    rgb: tuple[int, int, int]
-    values: tuple[float, ...]
-
-
-@dataclass(frozen=True)
 class Family:
     """A scene family: its spec type, samplers, prompt grammar, MJCF builder, cameras and task."""
 
@@ -96,10 +85,6 @@ class Family:
     # The speed (m/s) along x at which the followed camera starts, as the prompt gives it (``None``:
     # the family's camera does not follow anything that starts moving).
     start_speed_mps: Callable[[Any], float] | None = None
-    # Each object's physical properties as its prompt gives them (``Properties``), named by
-    # ``property_names``; ``None``: the family gives none.
-    properties: Callable[[Any], tuple[Properties, ...]] | None = None
-    property_names: tuple[str, ...] = ()
 
     @property
     def timestep_s(self) -> float:

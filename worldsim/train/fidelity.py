@@ -30,7 +30,7 @@ from worldsim.data.loader import Dataset, Episode
 from worldsim.metrics.frames import frozen_video, psnr
 from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for, true_points_m
 from worldsim.model.world_model import WorldModel
-from worldsim.scenes import properties_of, script_of, start_step_m
+from worldsim.scenes import script_of, start_step_m
 
 
 def _usable(dataset: Dataset, indices: Iterable[int], start: int, horizon: int) -> list[Episode]:
@@ -101,7 +101,6 @@ def generate(
                 torch.from_numpy(np.stack([e.actions[: start - 1] for e in part])),
             ),
             scripts=[script_of(e.spec) for e in part],
-            properties=[properties_of(e.spec) for e in part],
             start_step_m=torch.tensor([start_step_m(e.spec) for e in part]),
         )
         out.append(frames.cpu().numpy())

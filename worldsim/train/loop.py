@@ -35,7 +35,7 @@ from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.script_map import ScriptMapConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
-from worldsim.scenes import properties_of_prompts, property_count, script_map_camera, scripts_of_prompts
+from worldsim.scenes import script_map_camera, scripts_of_prompts
 from worldsim.train.checkpoint import (
     Checkpoint,
     checkpoint_dir,
@@ -175,8 +175,7 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # What fine-tuning may add to a checkpoint's generator. The generator still starts as the function it
 # was: the clock input starts at zero, the flow's head too (no motion: the warp is the identity), the
 # U-Net's weights on the warped frame (its last input channels) are zero, and so are the flow's
-# weights on the colours' moves and the objects' properties (its last input channels, in that order)
-# and how much of the moves it carries. Odometer
+# weights on the colours' moves (its last input channels) and how much of them it carries. Odometer
 # dynamics are fitted before the run (``fit_odometer_dynamics``): the next-frame function is the
 # checkpoint's, and only how a rollout counts its distance changes. So are a heading's
 # (``fit_heading_dynamics``), and its input starts at zero.
@@ -265,13 +264,8 @@ def load_init(
     if adds_map and STEM in state and state[STEM].shape[1] < own[STEM].shape[1]:
         _with_zero_inputs(state, own, STEM)  # the map's channels come last: zero weights on them
     adds_moves = "flow_carry" in own and "flow_carry" not in state
-    adds_properties = model.cfg.flow_properties and not init.config.get("flow_properties", 0)
-    if (
-        (adds_moves or adds_properties)
-        and FLOW_STEM in state
-        and state[FLOW_STEM].shape[1] < own[FLOW_STEM].shape[1]
-    ):
-        _with_zero_inputs(state, own, FLOW_STEM)  # the moves, then the properties, come last
+    if adds_moves and FLOW_STEM in state and state[FLOW_STEM].shape[1] < own[FLOW_STEM].shape[1]:
+        _with_zero_inputs(state, own, FLOW_STEM)
     missing, unexpected = set(own) - set(state), set(state) - set(own)
     added = ADDED_BY_FINE_TUNING + fresh
     only_added = bool(missing) and not unexpected and all(k.startswith(added) for k in missing)
@@ -592,9 +586,6 @@ def compute_losses(
         flow_kind=flow_kind,
         frame_rows=b.get("frame_rows"),
         frame_scale=b.get("frame_scale", 1.0),
-        properties=properties_of_prompts(b["captions"], model.cfg.family)
-        if model.cfg.flow_properties
-        else None,
     )
     real = b["has_transition"].to(device)  # text-to-video samples have no transition to score
     if not real.any():
@@ -735,13 +726,6 @@ def train(run: RunConfig) -> Path:
             model_cfg.script_map_camera = run.model.script_map_camera or ScriptMapConfig(
                 **script_map_camera(dataset.family, model_cfg.width, model_cfg.height)
             )
-        if run.model.flow_properties and run.model.flow_properties != model_cfg.flow_properties:
-            if model_cfg.flow_properties:
-                raise ValueError(
-                    f"{cfg.init}'s flow reads {model_cfg.flow_properties} properties per object; fine-tuning "
-                    f"keeps them (model.flow_properties={run.model.flow_properties} asks for another count)"
-                )
-            model_cfg.flow_properties = run.model.flow_properties  # the flow's weights on them start at zero
         if run.model.flow_dither and model_cfg.flow_channels:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         if run.model.flow_still_colours:  # no weights; a generator without a flow refuses them
@@ -786,12 +770,6 @@ def train(run: RunConfig) -> Path:
         raise ValueError(
             f"the generator makes {model_cfg.height}x{model_cfg.width} frames, the dataset {cfg.data} "
             f"holds {dataset.frame_shape[0]}x{dataset.frame_shape[1]}"
-        )
-    given = property_count(dataset.family)
-    if model_cfg.flow_properties not in (0, given):
-        raise ValueError(
-            f"model.flow_properties={model_cfg.flow_properties}, but {dataset.family} prompts give {given} "
-            "physical properties per object (0: the flow reads none)"
         )
     model = WorldModel(model_cfg).to(device)
     if init is not None:
@@ -1097,9 +1075,6 @@ def quick_eval(model: WorldModel, val: Dataset, episodes: int, horizon: int) -> 
             frame_index=torch.from_numpy(windows.t + 1),
             odometer_m=odometer,
             scripts=scripts_of_prompts(windows.captions, model.cfg.family) if model.cfg.script_map else None,
-            properties=properties_of_prompts(windows.captions, model.cfg.family)
-            if model.cfg.flow_properties
-            else None,
         )
     target = windows.targets[:, 0].astype(np.int16)
     return {

@@ -24,7 +24,7 @@ import torch
 
 from worldsim.data.loader import WindowBatch
 from worldsim.model.world_model import WorldModel
-from worldsim.scenes import properties_of_prompts, scripts_of_prompts
+from worldsim.scenes import scripts_of_prompts
 
 
 def concat_batches(a: WindowBatch, b: WindowBatch) -> WindowBatch:
@@ -139,9 +139,6 @@ def with_own_rollouts(
             odometer_m=None if odometer_m is None else torch.from_numpy(odometer_m[idx]),
             scripts=scripts_of_prompts([batch.captions[i] for i in idx], model.cfg.family)
             if model.cfg.script_map
-            else None,
-            properties=properties_of_prompts([batch.captions[i] for i in idx], model.cfg.family)
-            if model.cfg.flow_properties
             else None,
         )
     frames = batch.targets[:, :steps].copy()
