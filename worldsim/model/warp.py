@@ -173,10 +173,11 @@ def scenery_behind(
     pole, and a ball that falls past the pole cuts it (README, "Scenery that stands still")."""
     b, k, c, h, w = context.shape
     behind = torch.full((b, c, h, w), HOLE, dtype=context.dtype, device=context.device)
+    real = None if context_mask is None else context_mask.to(device=context.device, dtype=torch.bool)
     for i, frame in enumerate(context.unbind(1)):
         seen = still_mask(frame, still_colours)
-        if context_mask is not None:
-            seen = seen & context_mask[:, i].view(b, 1, 1, 1).to(device=seen.device, dtype=torch.bool)
+        if real is not None:
+            seen = seen & real[:, i].view(b, 1, 1, 1)
         behind = torch.where(seen, frame, behind)
     return behind
 

@@ -893,7 +893,8 @@ class WorldModel(nn.Module):
         """
         cfg = self.cfg
         device = prompt.device
-        clean = to_float(context_uint8.to(device))  # before the context noise: the warp reads it
+        context_uint8 = context_uint8.to(device)
+        clean = to_float(context_uint8)  # before the context noise: the warp reads it
         context = clean
         b = context.shape[0]
         steps = steps or cfg.sampling_steps
@@ -905,17 +906,16 @@ class WorldModel(nn.Module):
             )
         if context_mask is None:
             context_mask = torch.ones(b, cfg.context, dtype=torch.bool, device=device)
-        moves = self._moves(context_uint8.to(device), context_mask)
+        context_mask = context_mask.to(device)
+        moves = self._moves(context_uint8, context_mask)
         sigma_c = cfg.sampling_context_noise if context_noise is None else context_noise
         ctx_sigma = torch.full((b,), float(sigma_c), device=device)
         if sigma_c > 0:
             context = context + sigma_c * noise["context"].to(device)
         index = self._frame_index(frame_index, b, device)
         odometer = self._odometer(odometer_m, b, device)
-        cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask.to(device), index, odometer)
-        script_map = self._script_map(
-            scripts, index, odometer, context_uint8.to(device), context_mask.to(device)
-        )
+        cond_args = (ctx_sigma, prompt, actions.to(device).float(), context_mask, index, odometer)
+        script_map = self._script_map(scripts, index, odometer, context_uint8, context_mask)
         ctx = self._context_channels(context)
         last = clean[:, -1]
         shape = (b, 3, cfg.height, cfg.width)
@@ -926,7 +926,7 @@ class WorldModel(nn.Module):
                 flow = self._flow(ctx, cond_args, moves)
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
-            base = warp(last, flow, dither, *self._still_scenery(clean, context_mask.to(device), device))
+            base = warp(last, flow, dither, *self._still_scenery(clean, context_mask, device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             net = self._net(ctx, cond_args, base if cfg.flow_channels else None, script_map)
             out = sample(
