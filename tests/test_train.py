@@ -217,6 +217,11 @@ def test_the_report_judges_generators_of_any_context_from_one_start_against_the_
         np.testing.assert_array_equal(same[name], own[name])
     sens = reports[2, 4]["action_sensitivity"]["truth_px"]
     assert sens == reports[3, 4]["action_sensitivity"]["truth_px"] > 0
+    # the ratios come with their spread over episodes, and each episode's errors by its index
+    summary, per = reports[3, 4]["h6"]["summary"], reports[3, 4]["h6"]["per_episode"]
+    lo, hi = summary["engine_ratio_interval"]
+    assert lo <= summary["engine_ratio"] <= hi and per["index"] == [0, 1, 2]
+    assert per["engine"] == reports[2, 4]["h6"]["per_episode"]["engine"]
     early, late = reports[2, None]["h6"]["curves"], reports[2, 4]["h6"]["curves"]
     assert all(not np.array_equal(early[name], late[name]) for name in floors)
     # the generator's own frames are the ones from the start, scored against the truth from it

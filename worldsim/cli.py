@@ -270,10 +270,12 @@ def _report(cfg: DictConfig) -> None:
         for h in cfg.horizons:
             s = report.get(split, {}).get(f"h{h}", {}).get("summary")
             if s:
+                lo_hi = s.get("engine_ratio_interval") or [None]
+                spread = "" if None in lo_hi else " ({:.2f}-{:.2f} over episodes, 95 %)".format(*lo_hi)
                 print(
                     f"{split} h{h}: model {s['model']:.2f} px, frozen {s['frozen']:.2f}, engine "
                     f"{s.get('engine', float('nan')):.2f}, parsing {s['parsing']:.2f}; frozen ratio "
-                    f"{s['frozen_ratio']:.2f}, engine ratio {s.get('engine_ratio', float('nan')):.2f}"
+                    f"{s['frozen_ratio']:.2f}, engine ratio {s.get('engine_ratio', float('nan')):.2f}{spread}"
                 )
     print(f"fidelity report: {out}")
 

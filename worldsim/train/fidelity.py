@@ -28,7 +28,15 @@ import torch
 
 from worldsim.data.loader import Dataset, Episode
 from worldsim.metrics.frames import frozen_video, psnr
-from worldsim.metrics.objects import centroid_errors, extract_objects, palette_for, true_points_m
+from worldsim.metrics.intervals import ratio_interval
+from worldsim.metrics.objects import (
+    centroid_errors,
+    extract_objects,
+    json_float,
+    nanmean,
+    palette_for,
+    true_points_m,
+)
 from worldsim.model.world_model import WorldModel
 from worldsim.scenes import script_of, start_step_m
 
@@ -177,6 +185,11 @@ def rollout_errors(
     return {"model_px": float(np.nanmean(model_err)), "frozen_px": float(np.nanmean(frozen_err))}
 
 
+def _interval(num: np.ndarray, den: np.ndarray) -> list[float | None]:
+    """The 95 % bootstrap interval over episodes of a ratio of mean errors, as JSON numbers."""
+    return [json_float(x) for x in ratio_interval(num, den)]
+
+
 def fidelity_report(
     model: WorldModel,
     dataset: Dataset,
@@ -211,13 +224,25 @@ def fidelity_report(
             if twin:
                 twin_frames = replay(e, "pybullet")[start : start + h]
                 curves["engine"].append(_error_px(truth, twin_frames, e))
-        summary = {name: float(np.nanmean(np.stack(c))) for name, c in curves.items() if c}
+        stacked = {name: np.stack(c) for name, c in curves.items() if c}  # [episodes, h] each
+        summary = {name: float(np.nanmean(c)) for name, c in stacked.items()}
         summary["frozen_ratio"] = summary["model"] / max(summary["frozen"], 1e-9)
+        summary["frozen_ratio_interval"] = _interval(stacked["model"], stacked["frozen"])
         if twin:
             summary["engine_ratio"] = summary["model"] / max(summary["engine"], 1e-9)
+            summary["engine_ratio_interval"] = _interval(stacked["model"], stacked["engine"])
         report[f"h{h}"] = {
             "episodes": len(eps),
             "summary": summary,
+            # each episode's mean error (px) by its dataset index: two reports pair up episode by episode
+            "per_episode": {
+                "index": [e.index for e in eps],
+                **{
+                    name: [json_float(x) for x in nanmean(c, 1)]
+                    for name, c in stacked.items()
+                    if name != "psnr_model"
+                },
+            },
             "curves": {name: np.nanmean(np.stack(c), axis=0).tolist() for name, c in curves.items() if c},
         }
         report["episodes"][f"h{h}"] = len(eps)
