@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from worldsim.data.collect import collect
+from worldsim.data.loader import load_dataset
 from worldsim.model.unet import UNetConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_train_state
@@ -626,6 +627,32 @@ def test_fine_tuning_may_add_a_script_map_on_drive_which_starts_at_zero(tiny_dat
     balls.model.script_map = True
     with pytest.raises(ValueError, match="scripts none"):
         train(balls)
+
+
+def test_object_dynamics_are_fitted_before_a_run_and_kept_by_training_and_fine_tuning(tiny_data, tmp_path):
+    """Fitted once to the dataset's tracks (figures written beside the run), untouched by the frame
+    loss, kept by a fine-tuning from the checkpoint, and added by a fine-tuning to one without."""
+    fit = {"object_fit_steps": 20, "object_fit_rollout_steps": 4, "object_fit_horizon": 2}
+    run = tiny_run(tiny_data, tmp_path / "objects", steps=2, motion_share=1.0, **fit)
+    run.model.flow_channels, run.model.object_dynamics, run.model.object_dynamics_width = [8, 8], True, 16
+    objects = load_checkpoint(train(run))
+    figures = json.loads((tmp_path / "objects" / "object_dynamics.json").read_text())
+    assert figures["episodes"] + figures["held_out_episodes"] == 4 and np.isfinite(figures["one_step_px"])
+    data = load_dataset(tiny_data)
+    most = max(len(data.episode(i).spec.balls) for i in range(len(data)))
+    assert objects.config["object_max"] == most and objects.config["object_properties"] == 4
+    model = WorldModel(WorldModelConfig.from_dict(objects.config))
+    model.load_state_dict(objects.state_dict)
+    fitted = {k: v for k, v in objects.state_dict.items() if k.startswith("object_dynamics.")}
+    again = load_checkpoint(
+        train(tiny_run(tiny_data, tmp_path / "again", steps=2, init=str(objects.path), **fit))
+    )
+    assert all(torch.equal(again.state_dict[k], v) for k, v in fitted.items())  # not refitted, not trained
+    flowing = tiny_run(tiny_data, tmp_path / "flowing", steps=1, motion_share=1.0)
+    flowing.model.flow_channels = [8, 8]
+    added = tiny_run(tiny_data, tmp_path / "added", steps=1, init=str(train(flowing)), **fit)
+    added.model.object_dynamics = True
+    assert load_checkpoint(train(added)).config["object_dynamics"] is True
 
 
 def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_data, tmp_path):

@@ -53,6 +53,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +62,7 @@ from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, t
 from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
+from worldsim.model.object_dynamics import TOL_LEVELS, ObjectDynamics, described_prompt, object_tracks
 from worldsim.model.odometer_dynamics import known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
@@ -104,6 +106,10 @@ class WorldModelConfig:
     heading: bool = False  # the trail also carries the car's heading, counted from the steering (``heading``)
     script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
     script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
+    object_dynamics: bool = False  # objects move by learned dynamics of their tracks (``object_dynamics``)
+    object_dynamics_width: int = 256  # the dynamics network's width
+    object_max: int = 0  # objects a prompt names at most (from the scene, with object_dynamics)
+    object_properties: int = 0  # physical properties the prompt gives each (from the scene)
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -424,6 +430,27 @@ class WorldModel(nn.Module):
                     "a script map drawn through a camera that follows the car needs to know how far it "
                     "has travelled: add odometer=true"
                 )
+        if cfg.object_dynamics:
+            if not cfg.flow_channels:
+                raise ValueError(
+                    "object dynamics replace a flow's field on the objects' pixels: they need flow_channels"
+                )
+            if cfg.object_max < 1 or cfg.object_properties < 1:
+                raise ValueError(
+                    "object dynamics read the objects a prompt names and their properties: give object_max "
+                    f"and object_properties (training fills them from the scene), got {cfg.object_max} and "
+                    f"{cfg.object_properties}"
+                )
+            # Fitted to the dataset's tracks before the generator trains (train.loop), then kept.
+            self.object_dynamics = ObjectDynamics(
+                cfg.context,
+                cfg.object_max,
+                cfg.object_properties,
+                cfg.action_dim,
+                cfg.object_dynamics_width,
+                (cfg.height, cfg.width),
+            )
+            self.object_dynamics.requires_grad_(False)
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
         # What "no frame yet" looks like: the mean training frame (set by the training loop). Text-to-
         # video starts from K of these with an all-False context mask, so the first frame is drawn
@@ -433,9 +460,39 @@ class WorldModel(nn.Module):
     # -- conditioning ---------------------------------------------------------------------------
 
     def encode_prompts(self, captions: list[str]) -> torch.Tensor:
+        """What the generator reads from each prompt, ``[B, P]``: the learned embedding and, with object
+        dynamics, each object's colour, properties and flags as the grammar parses them
+        (``_object_description``), after it. Callers hand it on whole; ``prompt_embedding`` is the
+        part the networks read."""
         ids, values = self.tokenizer.encode(captions)
         device = next(self.parameters()).device
-        return self.prompt_encoder(ids.to(device), values.to(device))
+        embedding = self.prompt_encoder(ids.to(device), values.to(device))
+        if not self.cfg.object_dynamics:
+            return embedding
+        described = np.stack([described_prompt(c, self.cfg.family, self.cfg.object_max) for c in captions])
+        return torch.cat([embedding, torch.from_numpy(described).to(device)], 1)
+
+    def prompt_embedding(self, prompt: torch.Tensor) -> torch.Tensor:
+        """The learned embedding part of ``encode_prompts``' output, which the networks read."""
+        return prompt[:, : self.cfg.prompt.out_dim]
+
+    def _object_description(self, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(colours int[B, N, 3], properties[B, N, P], present bool[B, N], agent bool[B, N])`` from
+        ``encode_prompts``' output (object dynamics only)."""
+        cfg = self.cfg
+        rows = prompt[:, cfg.prompt.out_dim :].float().view(prompt.shape[0], cfg.object_max, -1)
+        p = cfg.object_properties
+        if rows.shape[-1] != 5 + p:
+            raise ValueError(
+                f"this generator reads {cfg.object_max} objects of {p} properties from its prompts: pass "
+                "encode_prompts' output whole"
+            )
+        return (
+            rows[..., :3].round().long(),
+            rows[..., 3 : 3 + p],
+            rows[..., 3 + p] > 0.5,
+            rows[..., 4 + p] > 0.5,
+        )
 
     def _cond(
         self,
@@ -450,7 +507,7 @@ class WorldModel(nn.Module):
         feats = [
             fourier_features(c_noise, 64),
             fourier_features(ctx_sigma, 32),
-            prompt,
+            self.prompt_embedding(prompt),
             actions.flatten(1),
             context_mask.float(),
         ]
@@ -707,6 +764,31 @@ class WorldModel(nn.Module):
         colours = torch.tensor(self.cfg.flow_still_colours, dtype=torch.float32, device=device) / 127.5 - 1.0
         return colours, scenery_behind(context, colours, context_mask)
 
+    def _object_moves(
+        self,
+        flow: torch.Tensor,
+        context_uint8: torch.Tensor,
+        context_mask: torch.Tensor,
+        action: torch.Tensor,
+        prompt: torch.Tensor,
+    ) -> torch.Tensor:
+        """``flow`` with each object's pixels in the last frame set to the move its dynamics predict
+        (``object_dynamics``), where it was seen in every context frame the mask marks real, and all
+        of them are real; elsewhere (an object just entering, a rollout's first frames) the flow's."""
+        colours, properties, present, agent = self._object_description(prompt)
+        centroid, count = object_tracks(context_uint8, colours)
+        tracked = present & ~torch.isnan(centroid).any(-1).any(1) & context_mask.bool().all(1, keepdim=True)
+        moves = self.object_dynamics(
+            centroid.nan_to_num(0.0), count[:, -1], properties, tracked, agent, action.float()
+        )
+        last = context_uint8[:, -1].to(torch.int16)
+        out = flow.clone()
+        for n in range(self.cfg.object_max):
+            on = (last - colours[:, n].to(torch.int16).view(-1, 1, 1, 3)).abs().amax(-1) <= TOL_LEVELS
+            on = on & tracked[:, n].view(-1, 1, 1)
+            out = torch.where(on[:, None], moves[:, n].view(-1, 2, 1, 1), out)
+        return out
+
     def _moves(self, context_uint8: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
         """The colours' moves the flow reads (``flow_motion``), from the context before any noise."""
         return colour_moves(context_uint8, context_mask) if self.cfg.flow_motion else None
@@ -924,6 +1006,10 @@ class WorldModel(nn.Module):
         if cfg.flow_channels:  # the change is drawn on top of the last frame moved by the predicted field
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 flow = self._flow(ctx, cond_args, moves)
+            if cfg.object_dynamics:
+                flow = self._object_moves(
+                    flow, context_uint8, context_mask, actions[:, -1].to(device), prompt
+                )
             # the warp in float32: bfloat16 would round a 60 px coordinate by up to 0.25
             dither = noise["dither"].to(device) if "dither" in noise else None
             base = warp(last, flow, dither, *self._still_scenery(clean, context_mask, device))
@@ -969,7 +1055,7 @@ class WorldModel(nn.Module):
                 to_float(frame_uint8.to(device)),
                 action.to(device).float(),
                 to_float(next_uint8.to(device)),
-                prompt,
+                self.prompt_embedding(prompt),
             )
         return reward.float(), logit.float()
 

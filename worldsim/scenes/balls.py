@@ -293,6 +293,14 @@ def objects(spec: BallsSpec) -> tuple[ObjectInfo, ...]:
     )
 
 
+PROPERTIES = ("radius_m", "mass_kg", "restitution", "friction")
+
+
+def properties(spec: BallsSpec) -> np.ndarray:
+    """Each ball's ``PROPERTIES`` as the prompt gives them, ``[balls, 4]``, the agent first."""
+    return np.array([[getattr(b, name) for name in PROPERTIES] for b in spec.balls], dtype=np.float32)
+
+
 FAMILY = Family(
     name="balls",
     spec_type=BallsSpec,
@@ -305,4 +313,5 @@ FAMILY = Family(
     from_dict=from_dict,
     control_hz=10.0,
     substeps=50,
+    properties=properties,
 )

@@ -85,6 +85,10 @@ class Family:
     # The speed (m/s) along x at which the followed camera starts, as the prompt gives it (``None``:
     # the family's camera does not follow anything that starts moving).
     start_speed_mps: Callable[[Any], float] | None = None
+    # Each object's physical properties as the prompt gives them, ``[objects, P]`` in ``objects``
+    # order, the first being the one the action drives (``None``: the family gives none): what
+    # object dynamics read (``worldsim.model.object_dynamics``).
+    properties: Callable[[Any], Any] | None = None
 
     @property
     def timestep_s(self) -> float:

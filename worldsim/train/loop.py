@@ -30,6 +30,7 @@ import torch.distributed as dist
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset, window_actions
 from worldsim.model.edm import LOSSES
 from worldsim.model.heading import fit_heading
+from worldsim.model.object_dynamics import dataset_tracks, fit_object_dynamics
 from worldsim.model.odometer_dynamics import fit_dynamics, fit_linear_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
@@ -103,6 +104,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # torch threads per process; 0 = torch's default
+    object_fit_steps: int = 20_000  # with model.object_dynamics: one-step fit steps (object_dynamics)
+    object_fit_rollout_steps: int = 4_000  # then steps through its own rollouts of object_fit_horizon
+    object_fit_horizon: int = 8
 
 
 @dataclass
@@ -157,6 +161,8 @@ def build_model_config(
         cfg.odometer_markings = odometer_markings(dataset.family, cfg.width, cfg.height)
     if cfg.script_map and cfg.script_map_camera is None:
         cfg.script_map_camera = ScriptMapConfig(**script_map_camera(dataset.family, cfg.width, cfg.height))
+    if cfg.object_dynamics:
+        cfg.object_max, cfg.object_properties = object_counts(dataset)
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
         probe = sampler.sample(512, np.random.default_rng(12345))
         target = to_float(torch.from_numpy(probe.targets[:, 0]))
@@ -164,6 +170,20 @@ def build_model_config(
             target = target - to_float(torch.from_numpy(probe.context[:, -1]))
         cfg.edm.sigma_data = float(target.std())
     return cfg
+
+
+def object_counts(dataset: Dataset) -> tuple[int, int]:
+    """The most objects a prompt of ``dataset`` names, and the properties its family gives each: what
+    object dynamics read (``WorldModelConfig.object_max``, ``object_properties``)."""
+    from worldsim.scenes import family_of
+
+    specs = [dataset.episode(i).spec for i in range(len(dataset))]
+    fam = family_of(dataset.family)
+    if fam.properties is None:
+        raise ValueError(
+            f"{fam.name}'s prompts give no physical properties of their objects: no object dynamics"
+        )
+    return max(len(fam.objects(s)) for s in specs), int(np.asarray(fam.properties(specs[0])).shape[1])
 
 
 # The model settings a fine-tuning takes from its own run rather than from its checkpoint: where the
@@ -184,6 +204,7 @@ ADDED_BY_FINE_TUNING = (
     "odometer_in.",
     "speed_in.",
     "odometer_dynamics.",
+    "object_dynamics.",
     "heading_in.",
     "heading_dynamics.",
     "flow_net.",
@@ -596,7 +617,7 @@ def compute_losses(
         to_float(b["context"][:, -1].to(device))[real],
         b["actions"][:, -1].to(device)[real],
         to_float(b["target"].to(device))[real],
-        prompt[real],
+        model.prompt_embedding(prompt)[real],
         b["reward"].to(device)[real],
         b["terminated"].to(device)[real],
     )
@@ -718,6 +739,11 @@ def train(run: RunConfig) -> Path:
             # checkpoint has in that form are kept, in another form refitted
             model_cfg.odometer_dynamics = True
             model_cfg.odometer_dynamics_form = run.model.odometer_dynamics_form
+        if run.model.object_dynamics and not model_cfg.object_dynamics:
+            # fitted before the run (the frame model is unchanged); a checkpoint's own are kept
+            model_cfg.object_dynamics = True
+            model_cfg.object_dynamics_width = run.model.object_dynamics_width
+            model_cfg.object_max, model_cfg.object_properties = object_counts(dataset)
         if run.model.heading and not model_cfg.heading:
             model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
         if run.model.script_map and not model_cfg.script_map:
@@ -793,6 +819,18 @@ def train(run: RunConfig) -> Path:
         if rank == 0:
             print(f"heading dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "heading_dynamics.json").write_text(json.dumps(fitted, indent=2))
+    if resume is None and model_cfg.object_dynamics and not (init and init.config.get("object_dynamics")):
+        fitted = fit_object_dynamics(
+            model.object_dynamics,
+            dataset_tracks(dataset, model_cfg.object_max),
+            cfg.object_fit_steps,
+            cfg.object_fit_rollout_steps,
+            cfg.object_fit_horizon,
+            seed=cfg.seed,
+        )
+        if rank == 0:
+            print(f"object dynamics fitted: {json.dumps(fitted)}", flush=True)
+            (out / "object_dynamics.json").write_text(json.dumps(fitted, indent=2))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch
