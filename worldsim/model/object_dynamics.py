@@ -245,26 +245,32 @@ class TrackSet:
 
 def dataset_tracks(dataset: Any, max_objects: int) -> TrackSet:
     """The tracks of every episode of ``dataset`` (``worldsim.data.loader.Dataset``), read off its
-    frames by ``object_tracks`` as sampling reads them, with each prompt's description."""
-    episodes = [dataset.episode(i) for i in range(len(dataset))]
-    longest = max(len(e.frames) for e in episodes)
-    e_count, a_dim = len(episodes), episodes[0].actions.shape[1]
+    frames by ``object_tracks`` as sampling reads them, with each prompt's description. One episode's
+    frames at a time: 1,800 Balls episodes hold 4.4 GB of frames, their tracks 9 MB."""
+    tracks, counts, actions, described = [], [], [], []
+    for i in range(len(dataset)):
+        e = dataset.episode(i)
+        d = describe_objects(e.spec, max_objects)
+        c, n = object_tracks(torch.from_numpy(e.frames)[None], torch.from_numpy(d.colours)[None])
+        tracks.append(c[0])
+        counts.append(n[0])
+        actions.append(torch.from_numpy(e.actions))
+        described.append(d)
+    frames = torch.tensor([len(t) for t in tracks])
+    longest, e_count = int(frames.max()), len(tracks)
     centroid = torch.full((e_count, longest, max_objects, 2), torch.nan)
     count = torch.zeros(e_count, longest, max_objects)
-    actions = torch.zeros(e_count, longest, a_dim)
-    described = [describe_objects(e.spec, max_objects) for e in episodes]
-    for i, (e, d) in enumerate(zip(episodes, described, strict=True)):
-        c, n = object_tracks(torch.from_numpy(e.frames)[None], torch.from_numpy(d.colours)[None])
-        centroid[i, : len(e.frames)], count[i, : len(e.frames)] = c[0], n[0]
-        actions[i, : len(e.actions)] = torch.from_numpy(e.actions)
+    acted = torch.zeros(e_count, longest, actions[0].shape[1])
+    for i, (c, n, a) in enumerate(zip(tracks, counts, actions, strict=True)):
+        centroid[i, : len(c)], count[i, : len(n)], acted[i, : len(a)] = c, n, a
     return TrackSet(
         centroid,
         count,
-        actions,
+        acted,
         torch.from_numpy(np.stack([d.properties for d in described])),
         torch.from_numpy(np.stack([d.present for d in described])),
         torch.from_numpy(np.stack([d.agent for d in described])),
-        torch.tensor([len(e.frames) for e in episodes]),
+        frames,
     )
 
 
