@@ -653,6 +653,8 @@ def test_object_dynamics_are_fitted_before_a_run_and_kept_by_training_and_fine_t
     added = tiny_run(tiny_data, tmp_path / "added", steps=1, init=str(train(flowing)), **fit)
     added.model.object_dynamics = True
     assert load_checkpoint(train(added)).config["object_dynamics"] is True
+    assert (tmp_path / "added" / "object_dynamics.json").is_file()  # fitted before the run
+    assert not (tmp_path / "again" / "object_dynamics.json").exists()  # the checkpoint's, kept
 
 
 def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_data, tmp_path):

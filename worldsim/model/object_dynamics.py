@@ -88,8 +88,9 @@ class ObjectDescription:
 
 
 def describe_objects(spec: Any, max_objects: int) -> ObjectDescription:
-    """The objects of ``spec`` (a parsed prompt) as object dynamics read them. A family whose prompts
-    give no physical properties (``Family.properties`` is None) is refused."""
+    """The objects of ``spec`` (a parsed prompt) as object dynamics read them: the first
+    ``max_objects`` (a prompt may name more than the training data did; those the flow moves). A
+    family whose prompts give no physical properties (``Family.properties`` is None) is refused."""
     from worldsim.scenes import family_of
     from worldsim.scenes.colours import rgb_uint8
 
@@ -98,11 +99,8 @@ def describe_objects(spec: Any, max_objects: int) -> ObjectDescription:
         raise ValueError(
             f"{fam.name}'s prompts give no physical properties of their objects: no object dynamics"
         )
-    infos, props = fam.objects(spec), np.asarray(fam.properties(spec), dtype=np.float32)
-    if len(infos) > max_objects:
-        raise ValueError(
-            f"the prompt has {len(infos)} objects; these object dynamics read at most {max_objects}"
-        )
+    infos = fam.objects(spec)[:max_objects]
+    props = np.asarray(fam.properties(spec), dtype=np.float32)[:max_objects]
     colours = np.array([absent_colour()] * max_objects)
     properties = np.zeros((max_objects, props.shape[1]), np.float32)
     colours[: len(infos)] = [rgb_uint8(i.colour) for i in infos]
@@ -245,8 +243,7 @@ class TrackSet:
 
 def dataset_tracks(dataset: Any, max_objects: int) -> TrackSet:
     """The tracks of every episode of ``dataset`` (``worldsim.data.loader.Dataset``), read off its
-    frames by ``object_tracks`` as sampling reads them, with each prompt's description. One episode's
-    frames at a time: 1,800 Balls episodes hold 4.4 GB of frames, their tracks 9 MB."""
+    frames by ``object_tracks`` as sampling reads them, with each prompt's description."""
     tracks, counts, actions, described = [], [], [], []
     for i in range(len(dataset)):
         e = dataset.episode(i)

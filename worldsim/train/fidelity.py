@@ -234,7 +234,7 @@ def fidelity_report(
         report[f"h{h}"] = {
             "episodes": len(eps),
             "summary": summary,
-            # each episode's mean error (px) by its dataset index: two reports pair up episode by episode
+            # each episode's mean error (px) by its collection index: two reports pair up episode by episode
             "per_episode": {
                 "index": [e.index for e in eps],
                 **{

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset, window_actions
 from worldsim.model.edm import LOSSES
 from worldsim.model.heading import fit_heading
-from worldsim.model.object_dynamics import dataset_tracks, fit_object_dynamics
+from worldsim.model.object_dynamics import dataset_tracks, describe_objects, fit_object_dynamics
 from worldsim.model.odometer_dynamics import fit_dynamics, fit_linear_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
@@ -179,11 +179,9 @@ def object_counts(dataset: Dataset) -> tuple[int, int]:
 
     specs = [dataset.episode(i).spec for i in range(len(dataset))]
     fam = family_of(dataset.family)
-    if fam.properties is None:
-        raise ValueError(
-            f"{fam.name}'s prompts give no physical properties of their objects: no object dynamics"
-        )
-    return max(len(fam.objects(s)) for s in specs), int(np.asarray(fam.properties(specs[0])).shape[1])
+    widest = max(specs, key=lambda s: len(fam.objects(s)))
+    count = len(fam.objects(widest))
+    return count, describe_objects(widest, count).properties.shape[1]  # refuses a family without
 
 
 # The model settings a fine-tuning takes from its own run rather than from its checkpoint: where the
@@ -820,14 +818,9 @@ def train(run: RunConfig) -> Path:
             print(f"heading dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "heading_dynamics.json").write_text(json.dumps(fitted, indent=2))
     if resume is None and model_cfg.object_dynamics and not (init and init.config.get("object_dynamics")):
-        fitted = fit_object_dynamics(
-            model.object_dynamics,
-            dataset_tracks(dataset, model_cfg.object_max),
-            cfg.object_fit_steps,
-            cfg.object_fit_rollout_steps,
-            cfg.object_fit_horizon,
-            seed=cfg.seed,
-        )
+        tracks = dataset_tracks(dataset, model_cfg.object_max)
+        fit_settings = (cfg.object_fit_steps, cfg.object_fit_rollout_steps, cfg.object_fit_horizon)
+        fitted = _fitted_on_cpu(model.object_dynamics, fit_object_dynamics, (tracks, *fit_settings), cfg.seed)
         if rank == 0:
             print(f"object dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "object_dynamics.json").write_text(json.dumps(fitted, indent=2))
