@@ -243,7 +243,7 @@ def fidelity_report(
                     if name != "psnr_model"
                 },
             },
-            "curves": {name: np.nanmean(np.stack(c), axis=0).tolist() for name, c in curves.items() if c},
+            "curves": {name: np.nanmean(c, axis=0).tolist() for name, c in stacked.items()},
         }
         report["episodes"][f"h{h}"] = len(eps)
     report["action_sensitivity"] = action_sensitivity(
