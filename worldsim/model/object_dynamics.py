@@ -31,7 +31,7 @@ from torch import nn
 
 TOL_LEVELS = 6
 """A pixel shows an object's colour when it is within this many grey levels of it in every channel
-(the warp's ``COLOUR_TOL``): flat colours differ by tens of levels, and a generator drifts a few."""
+(about the warp's ``COLOUR_TOL``): flat colours differ by tens of levels, and a generator drifts a few."""
 
 NEIGHBOURS = 2
 """How many of the nearest other objects each object reads (Balls has at most three)."""
