@@ -41,6 +41,14 @@ OFFSET_SCALE_PX = 20.0
 COUNT_SCALE_PX = 100.0
 
 
+def shows_colour(frames: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """``bool[B, ...]``: the pixels of ``frames[B, ..., 3]`` (integer RGB) within ``TOL_LEVELS`` of
+    ``colour[B, 3]`` (one per world) in every channel: where an object of that colour is drawn."""
+    shape = (colour.shape[0], *[1] * (frames.ndim - 2), 3)
+    diff = frames.to(torch.int16) - colour.to(device=frames.device, dtype=torch.int16).view(shape)
+    return diff.abs().amax(-1) <= TOL_LEVELS
+
+
 def object_tracks(frames_uint8: torch.Tensor, colours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each object is in each frame: the centroid ``(u, v)`` (pixel centres at +0.5, as the
     colour extractor of the metrics counts them) of the pixels within ``TOL_LEVELS`` of its colour,
@@ -59,8 +67,7 @@ def object_tracks(frames_uint8: torch.Tensor, colours: torch.Tensor) -> tuple[to
     v = torch.arange(h, device=device, dtype=torch.float32) + 0.5
     centres, counts = [], []
     for n in range(colours.shape[1]):
-        colour = colours[:, n].to(device=device, dtype=torch.int16).view(b, 1, 1, 1, 3)
-        mask = ((frames - colour).abs().amax(-1) <= TOL_LEVELS).float()  # [B, T, H, W]
+        mask = shows_colour(frames, colours[:, n]).float()  # [B, T, H, W]
         count = mask.sum((2, 3))
         cu = (mask.sum(2) * u).sum(-1) / count.clamp_min(1.0)
         cv = (mask.sum(3) * v).sum(-1) / count.clamp_min(1.0)

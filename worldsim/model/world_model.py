@@ -62,7 +62,7 @@ from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, t
 from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
-from worldsim.model.object_dynamics import TOL_LEVELS, ObjectDynamics, described_prompt, object_tracks
+from worldsim.model.object_dynamics import ObjectDynamics, described_prompt, object_tracks, shows_colour
 from worldsim.model.odometer_dynamics import known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
@@ -781,11 +781,10 @@ class WorldModel(nn.Module):
         moves = self.object_dynamics(
             centroid.nan_to_num(0.0), count[:, -1], properties, tracked, agent, action.float()
         )
-        last = context_uint8[:, -1].to(torch.int16)
+        last = context_uint8[:, -1]
         out = flow.clone()
         for n in range(self.cfg.object_max):
-            on = (last - colours[:, n].to(torch.int16).view(-1, 1, 1, 3)).abs().amax(-1) <= TOL_LEVELS
-            on = on & tracked[:, n].view(-1, 1, 1)
+            on = shows_colour(last, colours[:, n]) & tracked[:, n].view(-1, 1, 1)
             out = torch.where(on[:, None], moves[:, n].view(-1, 2, 1, 1), out)
         return out
 
