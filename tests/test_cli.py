@@ -94,3 +94,28 @@ def test_smoke_evaluate_writes_a_report(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["scene"] == "push" and len(metrics["curves"]["model"]["centroid_error_px"]) == 5
     assert (tmp_path / "report.html").is_file()
+
+
+def test_scene_recipes_compose_on_the_defaults():
+    """`worldsim train scene=X model=X train=X` (the one-run recipes in the README) gives configs the
+    code accepts, each preset changing only its own fields of the defaults, and Balls' still colours
+    are the scene's scenery."""
+    from omegaconf import OmegaConf
+
+    from worldsim.cli import _model_config, load_config
+    from worldsim.metrics.objects import still_scenery_colours
+    from worldsim.train.loop import TrainConfig
+
+    default = load_config("train", ["scene=balls"])
+    for scene in ("balls", "drive"):
+        cfg = load_config("train", [f"scene={scene}", f"model={scene}", f"train={scene}"])
+        model = _model_config(cfg.model)
+        train = TrainConfig(**OmegaConf.to_container(cfg.train, resolve=True))
+        assert model.context == default.model.context and model.edm.p_mean == default.model.edm.p_mean
+        assert train.batch_size == default.train.batch_size and train.threads == 2
+        assert train.frame_loss == "pseudo_huber" and train.cooldown > 0
+    balls = _model_config(load_config("train", ["scene=balls", "model=balls"]).model)
+    assert balls.flow_still_colours == still_scenery_colours("balls") and balls.object_dynamics
+    assert balls.unet.channels == [16, 32, 64] and not balls.unet.attention
+    drive = _model_config(load_config("train", ["scene=drive", "model=drive"]).model)
+    assert drive.odometer and drive.heading and drive.script_map and drive.odometer_trail == 8
