@@ -25,7 +25,7 @@ BOUND_PX = 6.0  # a tenth of the 64 px frame, per object, averaged over the 10 s
 
 # The shipped Balls generator does not yet meet this bound from a one-frame start: it draws every
 # ball, but for the first K - 1 steps its object dynamics have no whole track and the flow's balls
-# fall behind, 10-step errors of 4.6-12.3 px on these worlds (README, fidelity section). Strict, so
+# fall behind, 10-step errors of 4.3-12.7 px on these worlds (README, fidelity section). Strict, so
 # the test reports it as soon as a checkpoint does.
 BALLS_NOT_YET = pytest.mark.xfail(strict=True, reason="Balls generator's balls fall behind within 10 steps")
 
