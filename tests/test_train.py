@@ -657,6 +657,42 @@ def test_object_dynamics_are_fitted_before_a_run_and_kept_by_training_and_fine_t
     assert not (tmp_path / "again" / "object_dynamics.json").exists()  # the checkpoint's, kept
 
 
+def test_a_first_frame_net_is_fitted_before_a_run_changes_nothing_else_and_fine_tuning_adds_the_same(
+    tiny_data, drive, tmp_path
+):
+    """Fitted to the first frames before the run (figures beside it) and kept by the frame loss; the
+    run's every other weight is as without it, and a zero-step fine-tuning that adds it to that run
+    fits exactly the same net: one run with it is the run without it, then the fine-tuning."""
+    from worldsim.model.first_frame import draw_first_frames
+
+    laid = tiny_run(tiny_data, tmp_path / "laid", steps=2, first_frame_fit_steps=5)
+    laid.model.first_frame_layout = True
+    with_net = load_checkpoint(train(laid))
+    figures = json.loads((tmp_path / "laid" / "first_frame.json").read_text())
+    assert figures["episodes"] + figures["held_out_episodes"] == 4 and np.isfinite(figures["error_levels"])
+    assert with_net.config["first_frame_layout"] and not with_net.config["script_map_camera"]["follows"]
+    without = load_checkpoint(train(tiny_run(tiny_data, tmp_path / "plain", steps=2)))
+    net = {k: v for k, v in with_net.state_dict.items() if k.startswith("first_frame.")}
+    assert net and set(with_net.state_dict) - set(net) == set(without.state_dict)
+    assert all(torch.equal(v, with_net.state_dict[k]) for k, v in without.state_dict.items())
+    added = tiny_run(tiny_data, tmp_path / "added", steps=0, init=str(without.path), first_frame_fit_steps=5)
+    added.model.first_frame_layout = True
+    added_ckpt = load_checkpoint(train(added))
+    assert all(torch.equal(added_ckpt.state_dict[k], v) for k, v in with_net.state_dict.items())
+    model = WorldModel(WorldModelConfig.from_dict(added_ckpt.config))
+    model.load_state_dict(added_ckpt.state_dict)
+    captions = [load_dataset(tiny_data).episode(i).caption for i in range(2)]
+    context, mask = model.first_frames(captions)
+    drawn = draw_first_frames(
+        model.first_frame, model.tokenizer, model.empty_frame, captions, "balls", model.cfg.script_map_camera
+    )
+    assert torch.equal(context[:, -1], drawn) and mask[:, -1].all() and not mask[:, :-1].any()
+    moving = tiny_run(drive, tmp_path / "drive", steps=1)
+    moving.model.first_frame_layout = True
+    with pytest.raises(ValueError, match="no start layout"):
+        train(moving)
+
+
 def test_fine_tuning_may_add_a_flow_which_learns_from_the_objects_motion(tiny_data, tmp_path):
     first = train(tiny_run(tiny_data, tmp_path / "first", steps=3))
     run = tiny_run(tiny_data, tmp_path / "flowing", steps=4, init=str(first), motion_share=1.0)

@@ -356,7 +356,7 @@ def fit_object_dynamics(
         if steps <= 0:
             continue
         optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_warm_cosine, steps=steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warm_cosine, steps=steps))
         for _ in range(steps):
             c, count, p, present, agent, actions = _batch(train, size, k + span, gen)
             if not len(c):
@@ -380,7 +380,7 @@ def fit_object_dynamics(
     return figures
 
 
-def _warm_cosine(i: int, steps: int) -> float:
+def warm_cosine(i: int, steps: int) -> float:
     """The learning rate's factor at step ``i`` of ``steps``: a tenth warming up, then a cosine to 0."""
     return min(1.0, (i + 1) / max(1, steps // 10)) * 0.5 * (1.0 + math.cos(math.pi * i / steps))
 

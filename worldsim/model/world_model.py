@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldsim.model.edm import LOSSES, EDMConfig, draw_training_noise, sample, training_loss
+from worldsim.model.first_frame import FirstFrameNet, draw_first_frames
 from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
@@ -105,11 +106,15 @@ class WorldModelConfig:
     odometer_dynamics_form: str = "linear"  # "linear" (a rolling car's law) or "network" (older checkpoints)
     heading: bool = False  # the trail also carries the car's heading, counted from the steering (``heading``)
     script_map: bool = False  # shown the agents the prompt scripts, drawn where they will be (``script_map``)
-    script_map_camera: ScriptMapConfig | None = None  # the camera they are drawn through (from the scene)
+    script_map_camera: ScriptMapConfig | None = (
+        None  # the camera maps of the prompt are drawn through (from the scene)
+    )
     object_dynamics: bool = False  # objects move by learned dynamics of their tracks (``object_dynamics``)
     object_dynamics_width: int = 256  # the dynamics network's width
     object_max: int = 0  # objects a prompt names at most (from the scene, with object_dynamics)
     object_properties: int = 0  # physical properties the prompt gives each (from the scene)
+    first_frame_layout: bool = False  # text-to-video draws frame 0 over the prompt's layout (``first_frame``)
+    first_frame_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # that U-Net's widths
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
     unet: UNetConfig = field(default_factory=UNetConfig)
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
@@ -166,6 +171,9 @@ def bfloat16_is_fast(device: torch.device) -> bool:
 
 
 CLOCK_HARMONICS = 8
+
+FIRST_FRAME_SEED = 20261207
+"""The seed a first-frame net's initial weights are drawn from, apart from the run's stream."""
 
 FLOW_SCALE_PX = 8.0
 """The flow U-Net's output times this is the displacement in pixels: a step's motion is a few pixels
@@ -451,6 +459,20 @@ class WorldModel(nn.Module):
                 (cfg.height, cfg.width),
             )
             self.object_dynamics.requires_grad_(False)
+        if cfg.first_frame_layout:
+            if cfg.script_map_camera is None or cfg.script_map_camera.follows:
+                raise ValueError(
+                    "a first frame is drawn over the prompt's layout seen through the scene's fixed camera: "
+                    "give script_map_camera (training fills it from the scene; a camera that follows a "
+                    "car sees no layout the prompt fixes)"
+                )
+            # Fitted to the dataset's first frames before the generator trains (train.loop), then kept.
+            # Drawn from a seed of its own, so the generator's other weights and the run's later draws
+            # are those of a generator without it (adding it changes nothing else of a run).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(FIRST_FRAME_SEED)
+                self.first_frame = FirstFrameNet(cfg.first_frame_channels, cfg.prompt)
+            self.first_frame.requires_grad_(False)
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
         # What "no frame yet" looks like: the mean training frame (set by the training loop). Text-to-
         # video starts from K of these with an all-False context mask, so the first frame is drawn
@@ -1177,21 +1199,33 @@ class WorldModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-to-video: a first frame from each prompt alone, returned as a start context
         (``uint8[B,K,H,W,3]``: the frame repeated, and a mask that is True only for the last), the
-        same padding a real episode's first window has."""
+        same padding a real episode's first window has. With ``first_frame_layout`` the frame is
+        drawn over the prompt's layout (``worldsim.model.first_frame``; deterministic, so ``steps``
+        and ``generator`` go unused), else sampled from an empty context."""
         b, k = len(captions), self.cfg.context
-        empty, mask = self.empty_context(b)
-        actions = torch.zeros(b, k, self.cfg.action_dim, device=empty.device)
-        first = self.predict_next(
-            empty,
-            actions,
-            self.encode_prompts(captions),
-            mask,
-            steps=steps,
-            generator=generator,
-            frame_index=0,
-            odometer_m=0.0,
-            scripts=scripts,
-        )
+        if self.cfg.first_frame_layout:
+            first = draw_first_frames(
+                self.first_frame,
+                self.tokenizer,
+                self.empty_frame,
+                captions,
+                self.cfg.family,
+                self.cfg.script_map_camera,
+            )
+        else:
+            empty, mask = self.empty_context(b)
+            actions = torch.zeros(b, k, self.cfg.action_dim, device=empty.device)
+            first = self.predict_next(
+                empty,
+                actions,
+                self.encode_prompts(captions),
+                mask,
+                steps=steps,
+                generator=generator,
+                frame_index=0,
+                odometer_m=0.0,
+                scripts=scripts,
+            )
         context = first[:, None].expand(b, k, *first.shape[1:]).clone()
         mask = torch.zeros(b, k, dtype=torch.bool, device=first.device)
         mask[:, -1] = True

@@ -60,6 +60,15 @@ def _no_agents(t_s: float) -> tuple[Footprint, ...]:
     return ()
 
 
+def layout_of(spec: Any) -> tuple[Footprint, ...]:
+    """Every body ``spec``'s prompt places, where it starts, back to front: what a generator's first
+    frame from the prompt alone is drawn over (``worldsim.model.first_frame``). A family that does
+    not say (Drive, whose followed camera shows the road the prompt does not lay out) is refused."""
+    fam = family_of(spec)
+    layout_camera(fam.name, 1, 1)  # refuses a family without one
+    return fam.layout(spec)
+
+
 def start_step_m(spec: Any) -> float:
     """How far the followed camera moves in one control step at the speed ``spec``'s prompt starts it
     with (Drive: the ego car's), NaN in a family whose camera follows nothing moving: what a
@@ -80,16 +89,33 @@ def scripts_of_prompts(texts: list[str], family: str) -> list[Callable[[float], 
 
 
 def script_map_camera(family: str, width: int, height: int) -> dict:
-    """The camera a script map is drawn through, as ``worldsim.model.script_map.ScriptMapConfig``'s
-    fields: the family's first camera at ``width`` x ``height``, before it has travelled."""
-    from worldsim.physics.camera import camera_params
-
+    """The camera a script map is drawn through (``scene_camera``), for a family that places agents
+    or markers as time goes on (``Family.scripted``)."""
     fam = family_of(family)
     if fam.scripted is None:
         placing = [name for name, f in FAMILIES.items() if f.scripted is not None]
         raise ValueError(
             f"a script map draws what a prompt places; {family!r} scripts none ({', '.join(placing)} do)"
         )
+    return scene_camera(family, width, height)
+
+
+def layout_camera(family: str, width: int, height: int) -> dict:
+    """The camera a prompt's start layout is drawn through (``scene_camera``), for a family whose
+    prompts lay one out (``Family.layout``)."""
+    fam = family_of(family)
+    if fam.layout is None:
+        laid = [name for name, f in FAMILIES.items() if f.layout is not None]
+        raise ValueError(f"{fam.name}'s prompts give no start layout ({', '.join(laid)} do)")
+    return scene_camera(family, width, height)
+
+
+def scene_camera(family: str, width: int, height: int) -> dict:
+    """``family``'s first camera at ``width`` x ``height``, before it has travelled, as
+    ``worldsim.model.script_map.ScriptMapConfig``'s fields: what maps of a prompt are drawn through."""
+    from worldsim.physics.camera import camera_params
+
+    fam = family_of(family)
     rig = fam.cameras[0]
     cam = camera_params(rig, width, height)
     return {
@@ -122,6 +148,9 @@ __all__ = [
     "family_of",
     "parse_prompt",
     "sample",
+    "layout_camera",
+    "layout_of",
+    "scene_camera",
     "script_map_camera",
     "script_of",
     "scripts_of_prompts",

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldsim.scenes import prompts
-from worldsim.scenes.base import CameraRig, Family, ObjectInfo, check_split, quantise, uniform
-from worldsim.scenes.colours import OBJECT_COLOURS
+from worldsim.scenes.base import CameraRig, Family, Footprint, ObjectInfo, check_split, quantise, uniform
+from worldsim.scenes.colours import OBJECT_COLOURS, rgb_uint8
 from worldsim.scenes.mjcf import document, solref_for_restitution
 from worldsim.scenes.prompts import Attribute, PromptError, check_range
 
@@ -293,6 +293,26 @@ def objects(spec: BallsSpec) -> tuple[ObjectInfo, ...]:
     )
 
 
+def start_layout(spec: BallsSpec) -> tuple[Footprint, ...]:
+    """The goal band on the backdrop, then each ball (a sphere: the disc in its box) where the
+    prompt starts it: the bodies a first frame from the prompt alone shows."""
+    band = Footprint(rgb_uint8("goal"), spec.goal_x_m, DEPTH_M - 0.005, 0.0, HEIGHT_M, 0.06, 0.005)
+    balls = tuple(
+        Footprint(
+            rgb_uint8(b.colour),
+            b.x_m,
+            0.0,
+            b.z_m - b.radius_m,
+            b.z_m + b.radius_m,
+            b.radius_m,
+            b.radius_m,
+            True,
+        )
+        for b in spec.balls
+    )
+    return (band, *balls)
+
+
 PROPERTIES = ("radius_m", "mass_kg", "restitution", "friction")
 
 
@@ -314,4 +334,5 @@ FAMILY = Family(
     control_hz=10.0,
     substeps=50,
     properties=properties,
+    layout=start_layout,
 )

@@ -89,6 +89,10 @@ class Family:
     # order, the first being the one the action drives (``None``: the family gives none): what
     # object dynamics read (``worldsim.model.object_dynamics``).
     properties: Callable[[Any], Any] | None = None
+    # Every body the prompt places, where it stands at the start, back to front (``None``: the family
+    # does not say): the layout a generator's first frame from the prompt alone is drawn over
+    # (``worldsim.model.first_frame``).
+    layout: Callable[[Any], tuple[Footprint, ...]] | None = None
 
     @property
     def timestep_s(self) -> float:

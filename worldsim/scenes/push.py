@@ -25,6 +25,7 @@ RIM_HEIGHT_M = 0.06
 OBJECT_HALF_HEIGHT_M = 0.04
 PUSHER_RADIUS_M = 0.075
 PUSHER_HALF_HEIGHT_M = 0.03
+PUSHER_LIFT_M = 0.002  # the pusher's body clears the table by this much
 PUSHER_MASS_KG = 1.0
 PUSHER_SPEED_MPS = 0.5
 PUSHER_KV = 40.0  # velocity actuator gain (N per m/s)
@@ -240,7 +241,7 @@ def to_mjcf(spec: PushSpec) -> str:
         f'      <geom name="object" type="{spec.shape}" size="{obj_size}" mass="{spec.mass_kg:.4f}" '
         f'material="object" contype="0" conaffinity="0"/>\n'
         "    </body>",
-        f'    <body name="pusher" pos="{spec.pusher_x_m:.4f} {spec.pusher_y_m:.4f} {PUSHER_HALF_HEIGHT_M + 0.002:.4f}">\n'
+        f'    <body name="pusher" pos="{spec.pusher_x_m:.4f} {spec.pusher_y_m:.4f} {PUSHER_HALF_HEIGHT_M + PUSHER_LIFT_M:.4f}">\n'
         '      <joint name="pusher_x" type="slide" axis="1 0 0"/>\n'
         '      <joint name="pusher_y" type="slide" axis="0 1 0"/>\n'
         f'      <geom name="pusher" type="cylinder" size="{PUSHER_RADIUS_M} {PUSHER_HALF_HEIGHT_M}" '
@@ -298,6 +299,37 @@ def placed_footprints(spec: PushSpec, t_s: float) -> tuple[Footprint, ...]:
     )
 
 
+def start_layout(spec: PushSpec) -> tuple[Footprint, ...]:
+    """The goal marker, the object and the pusher where the prompt places them: the bodies a first
+    frame from the prompt alone shows. A footprint is an axis-aligned box, so a yawed box's is the
+    box around it (the generator reads its yaw from the prompt and draws the turn)."""
+    if spec.shape == "box":
+        half = spec.size_m * (abs(np.cos(spec.object_yaw_rad)) + abs(np.sin(spec.object_yaw_rad)))
+    else:
+        half = spec.size_m
+    obj = Footprint(
+        rgb_uint8(spec.colour),
+        spec.object_x_m,
+        spec.object_y_m,
+        0.0,
+        2 * OBJECT_HALF_HEIGHT_M,
+        half,
+        half,
+        spec.shape != "box",
+    )
+    pusher = Footprint(
+        rgb_uint8("pusher"),
+        spec.pusher_x_m,
+        spec.pusher_y_m,
+        PUSHER_LIFT_M,
+        PUSHER_LIFT_M + 2 * PUSHER_HALF_HEIGHT_M,
+        PUSHER_RADIUS_M,
+        PUSHER_RADIUS_M,
+        True,
+    )
+    return (*placed_footprints(spec, 0.0), obj, pusher)
+
+
 FAMILY = Family(
     name="push",
     spec_type=PushSpec,
@@ -311,4 +343,5 @@ FAMILY = Family(
     control_hz=10.0,
     substeps=50,
     scripted=placed_footprints,
+    layout=start_layout,
 )

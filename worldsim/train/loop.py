@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from worldsim.data.loader import Dataset, WindowBatch, WindowSampler, load_dataset, window_actions
 from worldsim.model.edm import LOSSES
+from worldsim.model.first_frame import fit_first_frame
 from worldsim.model.heading import fit_heading
 from worldsim.model.object_dynamics import dataset_tracks, describe_objects, fit_object_dynamics
 from worldsim.model.odometer_dynamics import fit_dynamics, fit_linear_dynamics
@@ -36,7 +37,7 @@ from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.script_map import ScriptMapConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
-from worldsim.scenes import script_map_camera, scripts_of_prompts
+from worldsim.scenes import layout_camera, script_map_camera, scripts_of_prompts
 from worldsim.train.checkpoint import (
     Checkpoint,
     checkpoint_dir,
@@ -107,6 +108,7 @@ class TrainConfig:
     object_fit_steps: int = 20_000  # with model.object_dynamics: one-step fit steps (object_dynamics)
     object_fit_rollout_steps: int = 4_000  # then steps through its own rollouts of object_fit_horizon
     object_fit_horizon: int = 8
+    first_frame_fit_steps: int = 3_000  # with model.first_frame_layout: steps of its fit to the first frames
 
 
 @dataclass
@@ -161,6 +163,9 @@ def build_model_config(
         cfg.odometer_markings = odometer_markings(dataset.family, cfg.width, cfg.height)
     if cfg.script_map and cfg.script_map_camera is None:
         cfg.script_map_camera = ScriptMapConfig(**script_map_camera(dataset.family, cfg.width, cfg.height))
+    if cfg.first_frame_layout:
+        laid = ScriptMapConfig(**layout_camera(dataset.family, cfg.width, cfg.height))  # or refused
+        cfg.script_map_camera = cfg.script_map_camera or laid
     if cfg.object_dynamics:
         cfg.object_max, cfg.object_properties = object_counts(dataset)
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
@@ -203,6 +208,7 @@ ADDED_BY_FINE_TUNING = (
     "speed_in.",
     "odometer_dynamics.",
     "object_dynamics.",
+    "first_frame.",
     "heading_in.",
     "heading_dynamics.",
     "flow_net.",
@@ -742,6 +748,12 @@ def train(run: RunConfig) -> Path:
             model_cfg.object_dynamics = True
             model_cfg.object_dynamics_width = run.model.object_dynamics_width
             model_cfg.object_max, model_cfg.object_properties = object_counts(dataset)
+        if run.model.first_frame_layout and not model_cfg.first_frame_layout:
+            # fitted before the run (the frame model is unchanged); a checkpoint's own is kept
+            model_cfg.first_frame_layout = True
+            model_cfg.first_frame_channels = list(run.model.first_frame_channels)
+            laid = ScriptMapConfig(**layout_camera(dataset.family, model_cfg.width, model_cfg.height))
+            model_cfg.script_map_camera = model_cfg.script_map_camera or laid
         if run.model.heading and not model_cfg.heading:
             model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
         if run.model.script_map and not model_cfg.script_map:
@@ -824,6 +836,25 @@ def train(run: RunConfig) -> Path:
         if rank == 0:
             print(f"object dynamics fitted: {json.dumps(fitted)}", flush=True)
             (out / "object_dynamics.json").write_text(json.dumps(fitted, indent=2))
+    if (
+        resume is None
+        and model_cfg.first_frame_layout
+        and not (init and init.config.get("first_frame_layout"))
+    ):
+        flat = sampler.flat
+        first = (
+            model.tokenizer,
+            model.empty_frame.cpu().numpy(),
+            flat.frames[flat.frame_start],
+            list(flat.captions),
+            dataset.family,
+            model_cfg.script_map_camera,
+            cfg.first_frame_fit_steps,
+        )
+        fitted = _fitted_on_cpu(model.first_frame, fit_first_frame, first, cfg.seed)
+        if rank == 0:
+            print(f"first frame fitted: {json.dumps(fitted)}", flush=True)
+            (out / "first_frame.json").write_text(json.dumps(fitted, indent=2))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_rng = np.random.default_rng(cfg.seed)  # identical on every rank: all draw the same global batch

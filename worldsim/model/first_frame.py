@@ -1,0 +1,221 @@
+"""A first frame from the prompt alone, drawn over a map of where the prompt places each body.
+
+Text-to-video asks a generator for frame 0 with no frame to go on. The frame U-Net learns it from
+the share of its rows whose context is empty (``train.first_frame_prob``, 5 %), and on the
+fixed-camera scenes it did not: the shipped Balls generator drew the data's mean frame and no ball,
+Push's a blur of colours (README, "Text to video"). Its one conditioning vector gives each object's
+place as a number, and a convolutional network has no easy way to put a disc where a number says.
+The layout map takes that step for it, as Drive's script map does for the agents its prompt
+scripts: every body the prompt places (``Family.layout``: the goal band and the balls, or the goal
+marker, the object and the pusher), projected through the scene's camera and painted in its colour
+(``worldsim.model.script_map.paint``). A small U-Net reads the map beside the generator's mean
+frame and its own embedding of the prompt (a Push box's yaw, which the map's axis-aligned box does
+not show) and draws the frame as a change from the map painted over the mean frame: the scenery
+without the mean's ghosts, each body's true shape and size. Nothing of the truth enters: the map is
+the prompt and the camera.
+
+Fitted apart from the frame model, to a dataset's first frames (``fit_first_frame``), before the
+generator trains, then kept: the frame loss never reaches it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache, partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from worldsim.model.object_dynamics import object_tracks, warm_cosine
+from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
+from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, ScriptMapConfig, paint
+from worldsim.model.unet import UNet, UNetConfig
+
+OBJECT_WEIGHT = 10.0
+"""Loss weight of a pixel whose true colour is not the mean frame's (the bodies, a few percent of
+the frame) against 1 elsewhere: without it the scenery's many pixels outweigh them."""
+
+DIFFERS = 0.1
+"""A pixel differs from the mean frame when a channel is this far off, in [-1, 1] (13 levels)."""
+
+
+class FirstFrameNet(nn.Module):
+    """``F(mean_frame, layout_map, prompt)``: the first frame ``[B, 3, H, W]`` in [-1, 1], as the map
+    painted over the mean frame plus a U-Net's change: the bodies start in their flat colours where
+    the prompt puts them, and the net learns what the map gets wrong (the mean's ghosts, each body's
+    outline and size, a box's turn). Its head starts at zero: an unfitted net draws the painted map."""
+
+    def __init__(self, channels: Sequence[int], prompt: PromptEncoderConfig) -> None:
+        super().__init__()
+        self.prompt_encoder = PromptEncoder(prompt)
+        self.unet = UNet(
+            UNetConfig(
+                in_channels=3 + SCRIPT_MAP_CHANNELS,
+                out_channels=3,
+                channels=list(channels),
+                blocks_per_level=1,
+                attention=False,
+                cond_dim=prompt.out_dim,
+                unshuffle=2,
+            )
+        )
+
+    def forward(
+        self, mean_frame: torch.Tensor, layout: torch.Tensor, ids: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        cond = self.prompt_encoder(ids, values)
+        return painted(mean_frame, layout) + self.unet(torch.cat([mean_frame, layout], 1), cond)
+
+
+def painted(mean_frame: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """The layout's colours over the mean frame, as far as they cover each pixel (``[B, 3, H, W]``)."""
+    return mean_frame * (1 - layout[:, :1]) + layout[:, 1:]
+
+
+@lru_cache(maxsize=65536)
+def _layout_of_prompt(text: str, family: str) -> tuple:
+    from worldsim.scenes import layout_of, parse_prompt
+
+    return layout_of(parse_prompt(text, family))
+
+
+def _constant(feet: tuple, t_s: float) -> tuple:
+    return feet
+
+
+def layout_maps(
+    captions: Sequence[str],
+    family: str,
+    camera: ScriptMapConfig,
+    height: int,
+    width: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """``float[B, 4, H, W]``: each prompt's bodies where it starts them, as a script map paints them
+    (coverage, then colour times coverage). A family whose prompts give no layout is refused."""
+    scripts = [partial(_constant, _layout_of_prompt(c, family)) for c in captions]
+    b = len(captions)
+    return paint(scripts, torch.zeros(b), torch.zeros(b, device=device), camera, height, width)
+
+
+def draw_first_frames(
+    net: FirstFrameNet,
+    tokenizer: PromptTokenizer,
+    mean_frame: torch.Tensor,
+    captions: Sequence[str],
+    family: str,
+    camera: ScriptMapConfig,
+) -> torch.Tensor:
+    """The first frames ``uint8[B, H, W, 3]`` ``net`` draws for ``captions`` over ``mean_frame``
+    (``uint8[H, W, 3]``), rounded as a frame on disk is."""
+    device = mean_frame.device
+    h, w = mean_frame.shape[:2]
+    mean = _unit(mean_frame)[None].expand(len(captions), -1, -1, -1)
+    ids, values = tokenizer.encode(list(captions))
+    out = net(mean, layout_maps(captions, family, camera, h, w, device), ids.to(device), values.to(device))
+    return _uint8(out)
+
+
+def _uint8(frames: torch.Tensor) -> torch.Tensor:
+    """``float[B, 3, H, W]`` in [-1, 1] to ``uint8[B, H, W, 3]``, rounded as a frame on disk is."""
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _unit(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
+    return frames_uint8.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def fit_first_frame(
+    net: FirstFrameNet,
+    tokenizer: PromptTokenizer,
+    mean_frame: np.ndarray,
+    frames: np.ndarray,
+    captions: Sequence[str],
+    family: str,
+    camera: ScriptMapConfig,
+    steps: int = 3000,
+    batch: int = 32,
+    seed: int = 0,
+    held_out: float = 0.1,
+) -> dict[str, float]:
+    """Fit ``net`` to episodes' first ``frames`` (``uint8[N, H, W, 3]``) and their ``captions``: AdamW
+    at 1e-3 (a tenth warming up, then a cosine) on the per-pixel absolute error, ``OBJECT_WEIGHT``
+    where the truth is not the mean frame. A ``held_out`` share of the episodes is kept out; returned
+    are its figures, and as bars those of the mean frame and of the map painted over it (what an
+    unfitted net draws): the error in grey levels and, per body the prompt names, the share found
+    and the centroid error in pixels (``first_frame_figures``)."""
+    if len(frames) != len(captions) or not len(frames):
+        raise ValueError(
+            f"fit_first_frame needs one caption per frame, got {len(frames)} and {len(captions)}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(frames), generator=gen).numpy()
+    cut = max(1, int(round(held_out * len(frames)))) if len(frames) > 1 else 0
+    test, train = order[:cut], order[cut:]
+    h, w = mean_frame.shape[:2]
+    mean = _unit(torch.from_numpy(mean_frame))
+    truth = torch.from_numpy(frames)
+    ids, values = tokenizer.encode(list(captions))
+    net.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warm_cosine, steps=max(1, steps)))
+    for _ in range(steps):
+        rows = train[torch.randint(0, len(train), (batch,), generator=gen).numpy()]
+        target = _unit(truth[rows])
+        layout = layout_maps([captions[i] for i in rows], family, camera, h, w, torch.device("cpu"))
+        out = net(mean.expand(len(rows), -1, -1, -1), layout, ids[rows], values[rows])
+        weight = 1.0 + OBJECT_WEIGHT * ((target - mean).abs().amax(1, keepdim=True) > DIFFERS).float()
+        loss = (weight * (out - target).abs()).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    net.eval().requires_grad_(False)  # kept as fitted: the frame loss never reaches it
+    figures: dict[str, float] = {"episodes": float(len(train)), "held_out_episodes": float(len(test))}
+    if len(test):
+        with torch.no_grad():
+            drawn = draw_first_frames(
+                net, tokenizer, torch.from_numpy(mean_frame), [captions[i] for i in test], family, camera
+            )
+        caps = [captions[i] for i in test]
+        figures.update(first_frame_figures(drawn.numpy(), frames[test], caps, family))
+        layout = layout_maps(caps, family, camera, h, w, torch.device("cpu"))
+        bars = {
+            "mean_frame": np.broadcast_to(mean_frame, frames[test].shape),
+            "painted_map": _uint8(painted(mean.expand(len(test), -1, -1, -1), layout)).numpy(),
+        }
+        for name, bar in bars.items():
+            figures.update(
+                {f"{name}_{k}": v for k, v in first_frame_figures(bar, frames[test], caps, family).items()}
+            )
+    return figures
+
+
+def first_frame_figures(
+    drawn: np.ndarray, truth: np.ndarray, captions: Sequence[str], family: str
+) -> dict[str, float]:
+    """How far first frames ``drawn`` are from ``truth`` (both ``uint8[N, H, W, 3]``): the mean absolute
+    error in grey levels, and over the bodies each caption names (found by their flat colours, as the
+    metrics find them), the share ``drawn`` shows and the centroid error (pixels) of those it shows."""
+    from worldsim.scenes import family_of, parse_prompt
+    from worldsim.scenes.colours import rgb_uint8
+
+    fam = family_of(family)
+    found, errors = [], []
+    for i, text in enumerate(captions):
+        colours = torch.tensor([rgb_uint8(o.colour) for o in fam.objects(parse_prompt(text, family))])[None]
+        pair = torch.from_numpy(np.stack([truth[i], drawn[i]]))[None]  # [1, 2, H, W, 3]
+        centres, counts = object_tracks(pair, colours)
+        seen = counts[0, 0] > 0
+        shown = seen & (counts[0, 1] > 0)
+        found += shown[seen].tolist()
+        errors += (centres[0, 1] - centres[0, 0]).norm(dim=-1)[shown].tolist()
+    return {
+        "error_levels": float(np.abs(drawn.astype(np.int16) - truth.astype(np.int16)).mean()),
+        "bodies_found": float(np.mean(found)) if found else math.nan,
+        "centroid_px": float(np.mean(errors)) if errors else math.nan,
+    }
