@@ -195,6 +195,8 @@ class DreamVectorEnv(VectorEnv):
         self._prompts[idx] = prompts
         if self.context_mode == "real":
             first = torch.from_numpy(np.stack([self._first_frame(self.scenes[i]) for i in worlds]))
+        elif self.model.cfg.first_frame_layout:  # drawn over the prompt's layout: no noise to draw
+            first = self.model.first_frames([self.captions[i] for i in worlds])[0][:, -1]
         else:
             empty, mask = self.model.empty_context(len(worlds))
             noise = self._noise(worlds)

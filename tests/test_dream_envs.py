@@ -16,7 +16,8 @@ from envs.dream import DreamEnv, DreamVectorEnv
 from worldsim.model import WorldModel, WorldModelConfig
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.unet import UNetConfig
-from worldsim.scenes import PromptError, caption, sample, script_of
+from worldsim.scenes import PromptError, caption, parse_prompt, sample, script_of
+from worldsim.scenes.colours import rgb_uint8
 from worldsim.train.checkpoint import CheckpointError
 
 DREAM_IDS = {
@@ -172,6 +173,26 @@ def test_generated_context_starts_from_the_prompt(balls_model):
     assert obs.shape == (64, 64, 3) and info["caption"].startswith("balls: red agent ball")
     obs2, *_ = env.step(np.zeros(2, np.float32))
     assert np.isfinite(obs2).all()
+
+
+def test_a_generator_with_a_first_frame_net_starts_each_world_from_its_prompt_s_layout(balls_model):
+    """A generated start is the frame ``first_frames`` draws over the prompt's layout (an unfitted
+    net draws the map painted over the mean frame: every ball of the prompt, in its colour)."""
+    from worldsim.model.script_map import ScriptMapConfig
+    from worldsim.scenes import scene_camera
+
+    cfg = WorldModelConfig.from_dict({**balls_model.cfg.to_dict(), "first_frame_layout": True})
+    cfg.script_map_camera = ScriptMapConfig(**scene_camera("balls", 64, 64))
+    model = WorldModel(cfg)
+    model.load_state_dict(balls_model.state_dict(), strict=False)
+    vec = DreamVectorEnv("balls", num_envs=2, model=model.eval(), horizon=3, context="generated")
+    obs, info = vec.reset(seed=0)
+    context, _ = model.first_frames(list(info["caption"]))
+    assert np.array_equal(obs, context[:, -1].numpy())
+    for i, text in enumerate(info["caption"]):
+        for ball in parse_prompt(text).balls:
+            assert (np.abs(obs[i].astype(int) - rgb_uint8(ball.colour)).max(-1) == 0).sum() > 10
+    vec.close()
 
 
 def test_a_generator_with_a_clock_is_told_each_world_s_frame_index(balls_model, monkeypatch):

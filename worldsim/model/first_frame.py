@@ -34,8 +34,8 @@ from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, ScriptMapConfig, pain
 from worldsim.model.unet import UNet, UNetConfig
 
 OBJECT_WEIGHT = 10.0
-"""Loss weight of a pixel whose true colour is not the mean frame's (the bodies, a few percent of
-the frame) against 1 elsewhere: without it the scenery's many pixels outweigh them."""
+"""Extra loss weight of a pixel whose true colour is not the mean frame's (the bodies, a few percent
+of the frame: 1 + 10 there against 1 elsewhere): without it the scenery's many pixels outweigh them."""
 
 DIFFERS = 0.1
 """A pixel differs from the mean frame when a channel is this far off, in [-1, 1] (13 levels)."""
@@ -142,8 +142,8 @@ def fit_first_frame(
     held_out: float = 0.1,
 ) -> dict[str, float]:
     """Fit ``net`` to episodes' first ``frames`` (``uint8[N, H, W, 3]``) and their ``captions``: AdamW
-    at 1e-3 (a tenth warming up, then a cosine) on the per-pixel absolute error, ``OBJECT_WEIGHT``
-    where the truth is not the mean frame. A ``held_out`` share of the episodes is kept out; returned
+    at 1e-3 (a tenth warming up, then a cosine) on the per-pixel absolute error, weighted
+    ``1 + OBJECT_WEIGHT`` where the truth is not the mean frame. A ``held_out`` share of the episodes is kept out; returned
     are its figures, and as bars those of the mean frame and of the map painted over it (what an
     unfitted net draws): the error in grey levels and, per body the prompt names, the share found
     and the centroid error in pixels (``first_frame_figures``)."""

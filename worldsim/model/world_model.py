@@ -469,8 +469,8 @@ class WorldModel(nn.Module):
             # Fitted to the dataset's first frames before the generator trains (train.loop), then kept.
             # Drawn from a seed of its own, so the generator's other weights and the run's later draws
             # are those of a generator without it (adding it changes nothing else of a run).
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(FIRST_FRAME_SEED)
+            with torch.random.fork_rng(devices=[]):  # its initial weights are drawn on the CPU
+                torch.default_generator.manual_seed(FIRST_FRAME_SEED)
                 self.first_frame = FirstFrameNet(cfg.first_frame_channels, cfg.prompt)
             self.first_frame.requires_grad_(False)
         self.heads = RewardTerminationHeads(cfg.heads, cfg.action_dim, cfg.prompt.out_dim)
@@ -1200,8 +1200,8 @@ class WorldModel(nn.Module):
         """Text-to-video: a first frame from each prompt alone, returned as a start context
         (``uint8[B,K,H,W,3]``: the frame repeated, and a mask that is True only for the last), the
         same padding a real episode's first window has. With ``first_frame_layout`` the frame is
-        drawn over the prompt's layout (``worldsim.model.first_frame``; deterministic, so ``steps``
-        and ``generator`` go unused), else sampled from an empty context."""
+        drawn over the prompt's layout (``worldsim.model.first_frame``; deterministic, so ``steps``,
+        ``generator`` and ``scripts`` go unused), else sampled from an empty context."""
         b, k = len(captions), self.cfg.context
         if self.cfg.first_frame_layout:
             first = draw_first_frames(

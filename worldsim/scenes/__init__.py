@@ -65,7 +65,8 @@ def layout_of(spec: Any) -> tuple[Footprint, ...]:
     frame from the prompt alone is drawn over (``worldsim.model.first_frame``). A family that does
     not say (Drive, whose followed camera shows the road the prompt does not lay out) is refused."""
     fam = family_of(spec)
-    layout_camera(fam.name, 1, 1)  # refuses a family without one
+    if fam.layout is None:
+        raise ValueError(_no_layout(fam.name))
     return fam.layout(spec)
 
 
@@ -105,9 +106,13 @@ def layout_camera(family: str, width: int, height: int) -> dict:
     prompts lay one out (``Family.layout``)."""
     fam = family_of(family)
     if fam.layout is None:
-        laid = [name for name, f in FAMILIES.items() if f.layout is not None]
-        raise ValueError(f"{fam.name}'s prompts give no start layout ({', '.join(laid)} do)")
+        raise ValueError(_no_layout(fam.name))
     return scene_camera(family, width, height)
+
+
+def _no_layout(family: str) -> str:
+    laid = [name for name, f in FAMILIES.items() if f.layout is not None]
+    return f"{family}'s prompts give no start layout ({', '.join(laid)} do)"
 
 
 def scene_camera(family: str, width: int, height: int) -> dict:

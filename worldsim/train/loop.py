@@ -164,8 +164,7 @@ def build_model_config(
     if cfg.script_map and cfg.script_map_camera is None:
         cfg.script_map_camera = ScriptMapConfig(**script_map_camera(dataset.family, cfg.width, cfg.height))
     if cfg.first_frame_layout:
-        laid = ScriptMapConfig(**layout_camera(dataset.family, cfg.width, cfg.height))  # or refused
-        cfg.script_map_camera = cfg.script_map_camera or laid
+        cfg.script_map_camera = cfg.script_map_camera or first_frame_camera(dataset.family, cfg)
     if cfg.object_dynamics:
         cfg.object_max, cfg.object_properties = object_counts(dataset)
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
@@ -175,6 +174,17 @@ def build_model_config(
             target = target - to_float(torch.from_numpy(probe.context[:, -1]))
         cfg.edm.sigma_data = float(target.std())
     return cfg
+
+
+def first_frame_camera(family: str, cfg: WorldModelConfig) -> ScriptMapConfig:
+    """The camera a generator's first frames are drawn through (``model.first_frame_layout``): the
+    scene's, for a family whose prompts lay out a start, else a ``ValueError`` naming the setting."""
+    try:
+        return ScriptMapConfig(**layout_camera(family, cfg.width, cfg.height))
+    except ValueError as e:
+        raise ValueError(
+            f"model.first_frame_layout=true draws a first frame over the prompt's layout: {e}"
+        ) from e
 
 
 def object_counts(dataset: Dataset) -> tuple[int, int]:
@@ -201,7 +211,8 @@ TRAINING_NOISE_SETTINGS = ("p_mean", "p_std", "sigma_max_prob")
 # weights on the colours' moves (its last input channels) and how much of them it carries. Odometer
 # dynamics are fitted before the run (``fit_odometer_dynamics``): the next-frame function is the
 # checkpoint's, and only how a rollout counts its distance changes. So are a heading's
-# (``fit_heading_dynamics``), and its input starts at zero.
+# (``fit_heading_dynamics``), and its input starts at zero, and a first-frame net
+# (``model.first_frame_layout``), which only text to video reads.
 ADDED_BY_FINE_TUNING = (
     "clock_in.",
     "odometer_in.",
@@ -752,8 +763,18 @@ def train(run: RunConfig) -> Path:
             # fitted before the run (the frame model is unchanged); a checkpoint's own is kept
             model_cfg.first_frame_layout = True
             model_cfg.first_frame_channels = list(run.model.first_frame_channels)
-            laid = ScriptMapConfig(**layout_camera(dataset.family, model_cfg.width, model_cfg.height))
-            model_cfg.script_map_camera = model_cfg.script_map_camera or laid
+            model_cfg.script_map_camera = model_cfg.script_map_camera or first_frame_camera(
+                dataset.family, model_cfg
+            )
+        elif (
+            model_cfg.first_frame_layout
+            and list(run.model.first_frame_channels) != model_cfg.first_frame_channels
+        ):
+            raise ValueError(
+                f"{cfg.init} draws its first frames with a net of widths {model_cfg.first_frame_channels}; "
+                f"fine-tuning keeps it (model.first_frame_channels={list(run.model.first_frame_channels)} "
+                "asks for another)"
+            )
         if run.model.heading and not model_cfg.heading:
             model_cfg.heading = True  # its dynamics fitted before the run, its input starting at zero
         if run.model.script_map and not model_cfg.script_map:
