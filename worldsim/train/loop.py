@@ -767,9 +767,9 @@ def train(run: RunConfig) -> Path:
                 dataset.family, model_cfg
             )
         elif (
-            model_cfg.first_frame_layout
+            run.model.first_frame_layout
             and list(run.model.first_frame_channels) != model_cfg.first_frame_channels
-        ):
+        ):  # asked for again, with other widths
             raise ValueError(
                 f"{cfg.init} draws its first frames with a net of widths {model_cfg.first_frame_channels}; "
                 f"fine-tuning keeps it (model.first_frame_channels={list(run.model.first_frame_channels)} "
