@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from worldsim.model.object_dynamics import object_tracks, warm_cosine
+from worldsim.model.pixels import to_float, to_uint8
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, ScriptMapConfig, paint
 from worldsim.model.unet import UNet, UNetConfig
@@ -112,20 +113,10 @@ def draw_first_frames(
     (``uint8[H, W, 3]``), rounded as a frame on disk is."""
     device = mean_frame.device
     h, w = mean_frame.shape[:2]
-    mean = _unit(mean_frame)[None].expand(len(captions), -1, -1, -1)
+    mean = to_float(mean_frame)[None].expand(len(captions), -1, -1, -1)
     ids, values = tokenizer.encode(list(captions))
     out = net(mean, layout_maps(captions, family, camera, h, w, device), ids.to(device), values.to(device))
-    return _uint8(out)
-
-
-def _uint8(frames: torch.Tensor) -> torch.Tensor:
-    """``float[B, 3, H, W]`` in [-1, 1] to ``uint8[B, H, W, 3]``, rounded as a frame on disk is."""
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def _unit(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
-    return frames_uint8.movedim(-1, -3).float() / 127.5 - 1.0
+    return to_uint8(out)
 
 
 def fit_first_frame(
@@ -156,7 +147,7 @@ def fit_first_frame(
     cut = max(1, int(round(held_out * len(frames)))) if len(frames) > 1 else 0
     test, train = order[:cut], order[cut:]
     h, w = mean_frame.shape[:2]
-    mean = _unit(torch.from_numpy(mean_frame))
+    mean = to_float(torch.from_numpy(mean_frame))
     truth = torch.from_numpy(frames)
     ids, values = tokenizer.encode(list(captions))
     net.train().requires_grad_(True)
@@ -164,7 +155,7 @@ def fit_first_frame(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warm_cosine, steps=max(1, steps)))
     for _ in range(steps):
         rows = train[torch.randint(0, len(train), (batch,), generator=gen).numpy()]
-        target = _unit(truth[rows])
+        target = to_float(truth[rows])
         layout = layout_maps([captions[i] for i in rows], family, camera, h, w, torch.device("cpu"))
         out = net(mean.expand(len(rows), -1, -1, -1), layout, ids[rows], values[rows])
         weight = 1.0 + OBJECT_WEIGHT * ((target - mean).abs().amax(1, keepdim=True) > DIFFERS).float()
@@ -186,7 +177,7 @@ def fit_first_frame(
         layout = layout_maps(caps, family, camera, h, w, torch.device("cpu"))
         bars = {
             "mean_frame": np.broadcast_to(mean_frame, frames[test].shape),
-            "painted_map": _uint8(painted(mean.expand(len(test), -1, -1, -1), layout)).numpy(),
+            "painted_map": to_uint8(painted(mean.expand(len(test), -1, -1, -1), layout)).numpy(),
         }
         for name, bar in bars.items():
             figures.update(

@@ -66,6 +66,7 @@ from worldsim.model.motion import colour_moves
 from worldsim.model.object_dynamics import ObjectDynamics, described_prompt, object_tracks, shows_colour
 from worldsim.model.odometer_dynamics import known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
+from worldsim.model.pixels import to_float, to_uint8
 from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, Script, ScriptMapConfig, paint
 from worldsim.model.unet import UNet, UNetConfig, fourier_features
@@ -273,17 +274,6 @@ def check_still_colours(colours: list[list[int]], cfg: WorldModelConfig) -> list
             "(it needs flow_channels)"
         )
     return colours
-
-
-def to_float(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """``uint8[..., H, W, 3]`` to ``float[..., 3, H, W]`` in [-1, 1]."""
-    return frames_uint8.permute(*range(frames_uint8.ndim - 3), -1, -3, -2).float() / 127.5 - 1.0
-
-
-def to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """``float[..., 3, H, W]`` in [-1, 1] to ``uint8[..., H, W, 3]``, rounded as a frame on disk is."""
-    x = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(*range(x.ndim - 3), -2, -1, -3)
 
 
 def motion_mask(
