@@ -116,6 +116,7 @@ def test_scene_recipes_compose_on_the_defaults():
         assert train.frame_loss == "pseudo_huber" and train.cooldown > 0
     balls = _model_config(load_config("train", ["scene=balls", "model=balls"]).model)
     assert balls.flow_still_colours == still_scenery_colours("balls") and balls.object_dynamics
+    assert balls.object_start_path and balls.first_frame_layout  # as the shipped Balls checkpoint
     assert balls.unet.channels == [16, 32, 64] and not balls.unet.attention
     drive = _model_config(load_config("train", ["scene=drive", "model=drive"]).model)
     assert drive.odometer and drive.heading and drive.script_map and drive.odometer_trail == 8

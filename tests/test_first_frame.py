@@ -97,3 +97,47 @@ def test_a_fitted_first_frame_net_draws_the_bodies_the_mean_frame_lacks():
     wrong, right = figures(captions[::-1]), figures(captions)
     assert wrong["error_levels"] > right["error_levels"]
     assert not (wrong["centroid_px"] < 4 * right["centroid_px"]), (wrong, right)  # NaN (none found) is far
+
+
+def test_the_net_draws_the_same_frame_whatever_the_padding():
+    # the net reads prompts only up to the batch's longest one (about 50 of the tokenizer's 128):
+    # padding is masked, so the frame is the one the whole padded prompt gives
+    torch.manual_seed(0)
+    _, captions = _first_frames("push", 4, seed=2)
+    tokenizer = PromptTokenizer.from_captions(captions)
+    prompt = PromptEncoderConfig(vocab_size=len(tokenizer.vocab), dim=16, heads=2, out_dim=16)
+    net = FirstFrameNet([8, 16], prompt)
+    for p in net.unet.parameters():  # a drawn net whose every weight (head and FiLM too) is live
+        torch.nn.init.normal_(p, std=0.1)
+    ids, values = tokenizer.encode(captions)
+    assert int((ids != 0).sum(1).max()) < ids.shape[1] // 2
+    mean, layout = torch.zeros(4, 3, 64, 64), torch.zeros(4, 4, 64, 64)
+    with torch.no_grad():
+        whole = net.prompt_encoder(ids, values)
+        drawn = net(mean, layout, ids, values)
+        by_whole = net.unet(torch.cat([mean, layout], 1), whole)
+        by_other = net.unet(torch.cat([mean, layout], 1), whole.flip(0))
+    torch.testing.assert_close(drawn, by_whole, atol=1e-5, rtol=1e-5)
+    assert (by_whole - by_other).abs().max() > 1e-2  # and the prompt does reach the frame
+
+
+def test_a_drawn_frame_is_snapped_to_the_scenes_flat_colours():
+    # MuJoCo draws flat colours; a net draws edges as blends. A blend of the orange pole and the grey
+    # backdrop is nearest the yellow ball's colour alone, but it is orange or grey; a colour a few
+    # levels off is that colour; the scene's own colours stay
+    from worldsim.metrics.objects import palette_for
+    from worldsim.model.first_frame import snap_to_palette
+
+    spec = scenes.parse_prompt(
+        "balls: yellow agent ball, radius 0.2 m, mass 1 kg, restitution 0.7, friction 0.5, x 0.5 m, z 1 m; goal, x -0.5 m"
+    )
+    palette = np.asarray(palette_for(spec).rgb, np.int16)
+    names = list(palette_for(spec).colours)
+    orange, backdrop, yellow = (palette[names.index(n)] for n in ("goal", "backdrop", "yellow"))
+    blend = (0.6 * orange + 0.4 * backdrop).round()
+    assert np.abs(blend - yellow).max() < np.abs(blend - orange).max()  # the single nearest is yellow
+    pixels = np.stack([blend, (0.3 * orange + 0.7 * backdrop).round(), backdrop + [5, -4, 3], *palette])
+    frame = torch.from_numpy(pixels.clip(0, 255).astype(np.uint8)).view(1, 1, -1, 3)
+    snapped = snap_to_palette(frame, [scenes.caption(spec)], "balls")[0, 0].numpy()
+    assert (snapped[0] == orange).all() and (snapped[1] == backdrop).all() and (snapped[2] == backdrop).all()
+    assert (snapped[3:] == palette).all()

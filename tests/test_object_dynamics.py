@@ -185,3 +185,49 @@ def test_a_generator_with_object_dynamics_needs_the_prompts_description_and_a_fl
     cfg = WorldModelConfig(flow_channels=[8, 8], object_dynamics=True)
     with pytest.raises(ValueError, match="object_max"):
         WorldModel(cfg)
+
+
+def test_from_one_real_frame_the_prompts_free_paths_give_the_dynamics_a_track(balls):
+    """With ``object_start_path`` the frames before an episode's start hold each ball where its
+    prompt's parabola had it, so a one-frame start's balls move by their dynamics (3 px right here)
+    from the first step, where without it the flow's field (zero) leaves them still."""
+    from worldsim import scenes
+    from worldsim.checkpoints import with_sampling
+    from worldsim.model.script_map import ScriptMapConfig
+
+    data = load_dataset(balls)
+    camera = ScriptMapConfig(**scenes.scene_camera("balls", 32, 32))
+    model = _generator(data, min_change_levels=255, script_map_camera=camera, object_start_path=True)
+    last_layer = model.object_dynamics.net[-1]
+    last_layer.weight.data.zero_()
+    last_layer.bias.data.copy_(torch.tensor([3.0, 0.0]))
+    model.flow_net.head.weight.data.zero_()
+    model.flow_net.head.bias.data.zero_()
+    e = data.episode(0)
+    first = torch.from_numpy(e.frames[0])[None, None].expand(1, 2, *e.frames.shape[1:]).clone()
+    one_frame = torch.tensor([[False, True]])
+    prompt = model.encode_prompts([e.caption])
+    assert prompt.shape[1] == 16 + 3 * (5 + 4) + 3 * (2 - 1) * 2  # and each ball's step before the start
+    colours = torch.from_numpy(describe_objects(e.spec, 3).colours)[None]
+    before, _ = object_tracks(first[:, -1:], colours)
+    made = model.predict_next(first, torch.zeros(1, 2, 2), prompt, one_frame, generator=torch.Generator())
+    after, _ = object_tracks(made[:, None], colours)
+    n = len(e.spec.balls)
+    inside = before[0, 0, :n, 0] < 32 - 3 - 6
+    assert inside.any()
+    moved = (after - before)[0, 0, :n][inside].numpy()
+    np.testing.assert_allclose(moved, [[3.0, 0.0]] * int(inside.sum()), atol=0.6)
+
+    with_sampling(model, {"object_start_path": False})  # a sampling setting: the same weights without it
+    with pytest.raises(ValueError, match="encode_prompts' output whole"):  # a prompt encoded with it
+        model.predict_next(first, torch.zeros(1, 2, 2), prompt, one_frame)
+    still = model.predict_next(first, torch.zeros(1, 2, 2), model.encode_prompts([e.caption]), one_frame)
+    assert torch.equal(still, first[:, -1])  # no track: the flow's zero field
+    with pytest.raises(ValueError, match="fixed camera"):
+        _generator(data, object_start_path=True)
+    with pytest.raises(ValueError, match="needs object_dynamics"):
+        with_sampling(
+            _generator(data, object_dynamics=False, script_map_camera=camera), {"object_start_path": True}
+        )
+    with pytest.raises(ValueError, match="true or false"):
+        with_sampling(model, {"object_start_path": "yes"})

@@ -242,7 +242,7 @@ def _ship(cfg: DictConfig) -> None:
     """Copy a trained generator (and its probe) into the package as the shipped default."""
     from worldsim.checkpoints import ship
 
-    sampling = {k: cfg[k] for k in ("sampling_precision",) if cfg.get(k) is not None}
+    sampling = {k: cfg[k] for k in ("sampling_precision", "object_start_path") if cfg.get(k) is not None}
     still = cfg.get("flow_still_scenery")
     if still is not None:
         from worldsim.metrics.objects import still_scenery_colours

@@ -7,6 +7,7 @@ the default of ``worldsim dream`` and of the Dream envs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from worldsim.model.world_model import (
     WorldModelConfig,
     check_colours,
     check_precision,
+    check_start_path,
     check_still_colours,
 )
 from worldsim.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -30,9 +32,11 @@ SAMPLING_SETTINGS = (
     "min_change_levels",
     "flow_dither",
     "flow_still_colours",
+    "object_start_path",
 )
 """The settings of a generator's config that hold no weights: sampling reads them (a flow's
-``flow_dither`` and ``flow_still_colours`` shape training's warp too), and a caller may change them on
+``flow_dither`` and ``flow_still_colours`` shape training's warp too; ``object_start_path`` also
+widens ``encode_prompts``' output), and a caller may change them on
 a trained generator (``ship``, ``worldsim evaluate``'s ``sampling``) without touching its weights."""
 
 
@@ -57,8 +61,9 @@ def sampling_overrides(settings: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(
             f"sampling_eta must be >= 0 (0: Euler's ODE, 1: ancestral), got {given['sampling_eta']}"
         )
-    if not isinstance(given.get("flow_dither", False), bool):
-        raise ValueError(f"flow_dither is true or false, got {given['flow_dither']!r}")
+    for flag in ("flow_dither", "object_start_path"):
+        if not isinstance(given.get(flag, False), bool):
+            raise ValueError(f"{flag} is true or false, got {given[flag]!r}")
     if "flow_still_colours" in given:
         given["flow_still_colours"] = check_colours(given["flow_still_colours"])
     if given.get("sampling_context_noise", 0.0) < 0:
@@ -72,6 +77,8 @@ def with_sampling(model: WorldModel, settings: dict[str, Any] | None) -> WorldMo
     given = sampling_overrides(settings)
     if "flow_still_colours" in given:
         check_still_colours(given["flow_still_colours"], model.cfg)
+    if "object_start_path" in given:
+        check_start_path(replace(model.cfg, object_start_path=given["object_start_path"]))
     for name, value in given.items():
         setattr(model.cfg, name, value)
     return model

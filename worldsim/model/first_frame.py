@@ -30,13 +30,17 @@ from torch import nn
 
 from worldsim.model.object_dynamics import object_tracks, warm_cosine
 from worldsim.model.pixels import to_float, to_uint8
-from worldsim.model.prompt import PromptEncoder, PromptEncoderConfig, PromptTokenizer
+from worldsim.model.prompt import PAD, PromptEncoder, PromptEncoderConfig, PromptTokenizer
 from worldsim.model.script_map import SCRIPT_MAP_CHANNELS, ScriptMapConfig, paint
 from worldsim.model.unet import UNet, UNetConfig
 
 OBJECT_WEIGHT = 10.0
 """Extra loss weight of a pixel whose true colour is not the mean frame's (the bodies, a few percent
 of the frame: 1 + 10 there against 1 elsewhere): without it the scenery's many pixels outweigh them."""
+
+NEAR_LEVELS = 24
+"""A drawn pixel this near a colour of the scene (levels, in every channel) is that colour; one further
+off is read as a blend of two (``snap_to_palette``)."""
 
 DIFFERS = 0.1
 """A pixel differs from the mean frame when a channel is this far off, in [-1, 1] (13 levels)."""
@@ -66,7 +70,10 @@ class FirstFrameNet(nn.Module):
     def forward(
         self, mean_frame: torch.Tensor, layout: torch.Tensor, ids: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        cond = self.prompt_encoder(ids, values)
+        # Prompts are padded to the tokenizer's 128 tokens and run to about 50: the encoder masks the
+        # padding, so cutting it at the batch's longest prompt changes nothing but the cost.
+        n = max(1, int((ids != PAD).sum(1).max()))
+        cond = self.prompt_encoder(ids[:, :n], values[:, :n])
         return painted(mean_frame, layout) + self.unet(torch.cat([mean_frame, layout], 1), cond)
 
 
@@ -110,13 +117,50 @@ def draw_first_frames(
     camera: ScriptMapConfig,
 ) -> torch.Tensor:
     """The first frames ``uint8[B, H, W, 3]`` ``net`` draws for ``captions`` over ``mean_frame``
-    (``uint8[H, W, 3]``), rounded as a frame on disk is."""
+    (``uint8[H, W, 3]``), in the flat colours of each prompt's scene (``snap_to_palette``)."""
     device = mean_frame.device
     h, w = mean_frame.shape[:2]
     mean = to_float(mean_frame)[None].expand(len(captions), -1, -1, -1)
     ids, values = tokenizer.encode(list(captions))
     out = net(mean, layout_maps(captions, family, camera, h, w, device), ids.to(device), values.to(device))
-    return to_uint8(out)
+    return snap_to_palette(to_uint8(out), captions, family)
+
+
+@lru_cache(maxsize=65536)
+def _palette_of_prompt(text: str, family: str) -> np.ndarray:
+    from worldsim.metrics.objects import palette_for
+    from worldsim.scenes import parse_prompt
+
+    return np.asarray(palette_for(parse_prompt(text, family)).rgb, np.int16)
+
+
+def snap_to_palette(frames: torch.Tensor, captions: Sequence[str], family: str) -> torch.Tensor:
+    """Each pixel of ``frames`` (``uint8[B, H, W, 3]``) set to a colour of its prompt's scene (the
+    family's scenery and the prompt's objects, ``worldsim.metrics.objects.palette_for``). MuJoCo
+    renders flat colours, every pixel within a level of one of them; a net draws a body's edge as a
+    blend of it and what is behind, which the flow's warp, moving regions of one flat colour, would
+    leave behind, and which the object check counts as a body out of size. A pixel within
+    ``NEAR_LEVELS`` of a colour takes it; one further off is read as the blend of two palette
+    colours that comes nearest it and takes the one it holds more of: an edge between the orange
+    pole and the grey backdrop is orange or grey, never the yellow ball that the nearest single
+    colour to it would be."""
+    out = torch.empty_like(frames)
+    for i, text in enumerate(captions):
+        palette = torch.from_numpy(_palette_of_prompt(text, family)).to(frames.device).float()
+        x = frames[i].reshape(-1, 1, 1, 3).float()  # [M, 1, 1, 3] against pairs (a, b) [C, C, 3]
+        a, b = palette[:, None, :], palette[None, :, :]
+        d = a - b
+        share = (((x - b) * d).sum(-1) / (d * d).sum(-1).clamp_min(1e-6)).clamp(0, 1)  # of a, [M, C, C]
+        residual = (x - (b + share[..., None] * d)).square().sum(-1)
+        pair = residual.flatten(1).argmin(1)
+        first, second = pair // len(palette), pair % len(palette)
+        more_a = share.flatten(1).gather(1, pair[:, None])[:, 0] >= 0.5
+        nearest = (x[:, 0] - palette).abs().amax(-1).min(-1)  # [M]: levels to the nearest colour
+        chosen = torch.where(
+            nearest.values <= NEAR_LEVELS, nearest.indices, torch.where(more_a, first, second)
+        )
+        out[i] = palette[chosen].round().to(torch.uint8).view(frames.shape[1:])
+    return out
 
 
 def fit_first_frame(
@@ -131,13 +175,15 @@ def fit_first_frame(
     batch: int = 32,
     seed: int = 0,
     held_out: float = 0.1,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Fit ``net`` to episodes' first ``frames`` (``uint8[N, H, W, 3]``) and their ``captions``: AdamW
     at 1e-3 (a tenth warming up, then a cosine) on the per-pixel absolute error, weighted
     ``1 + OBJECT_WEIGHT`` where the truth is not the mean frame. A ``held_out`` share of the episodes is kept out; returned
     are its figures, and as bars those of the mean frame and of the map painted over it (what an
     unfitted net draws): the error in grey levels and, per body the prompt names, the share found
-    and the centroid error in pixels (``first_frame_figures``)."""
+    and the centroid error in pixels (``first_frame_figures``). ``progress`` shows a bar: the fit
+    takes minutes before a run's first step."""
     if len(frames) != len(captions) or not len(frames):
         raise ValueError(
             f"fit_first_frame needs one caption per frame, got {len(frames)} and {len(captions)}"
@@ -150,14 +196,18 @@ def fit_first_frame(
     mean = to_float(torch.from_numpy(mean_frame))
     truth = torch.from_numpy(frames)
     ids, values = tokenizer.encode(list(captions))
+    # painted once: a map is the prompt's, the same at every step
+    layouts = layout_maps(list(captions), family, camera, h, w, torch.device("cpu"))
     net.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warm_cosine, steps=max(1, steps)))
-    for _ in range(steps):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(steps), desc="first frame fit", unit="step", mininterval=5, disable=not progress)
+    for _ in bar:
         rows = train[torch.randint(0, len(train), (batch,), generator=gen).numpy()]
         target = to_float(truth[rows])
-        layout = layout_maps([captions[i] for i in rows], family, camera, h, w, torch.device("cpu"))
-        out = net(mean.expand(len(rows), -1, -1, -1), layout, ids[rows], values[rows])
+        out = net(mean.expand(len(rows), -1, -1, -1), layouts[rows], ids[rows], values[rows])
         weight = 1.0 + OBJECT_WEIGHT * ((target - mean).abs().amax(1, keepdim=True) > DIFFERS).float()
         loss = (weight * (out - target).abs()).mean()
         optimizer.zero_grad()
@@ -174,10 +224,9 @@ def fit_first_frame(
             )
         caps = [captions[i] for i in test]
         figures.update(first_frame_figures(drawn.numpy(), frames[test], caps, family))
-        layout = layout_maps(caps, family, camera, h, w, torch.device("cpu"))
         bars = {
             "mean_frame": np.broadcast_to(mean_frame, frames[test].shape),
-            "painted_map": to_uint8(painted(mean.expand(len(test), -1, -1, -1), layout)).numpy(),
+            "painted_map": to_uint8(painted(mean.expand(len(test), -1, -1, -1), layouts[test])).numpy(),
         }
         for name, bar in bars.items():
             figures.update(

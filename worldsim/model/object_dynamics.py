@@ -20,6 +20,7 @@ properties off the prompt (``describe_objects``).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -126,6 +127,62 @@ def described_prompt(text: str, family: str, max_objects: int) -> np.ndarray:
     d = describe_objects(parse_prompt(text, family), max_objects)
     rows = np.concatenate([d.colours, d.properties, d.present[:, None], d.agent[:, None]], 1)
     return rows.astype(np.float32).reshape(-1)
+
+
+def start_path_px(text: str, family: str, max_objects: int, steps: int, camera: Any) -> np.ndarray:
+    """Where each object a prompt names was ``1..steps`` control steps before the start, on the free
+    path the prompt starts it on (``worldsim.scenes.free_path``), as pixel offsets from where it
+    starts, seen through ``camera`` (a fixed ``worldsim.model.script_map.ScriptMapConfig``):
+    ``float32[max_objects, steps, 2]``, row j - 1 the offset j steps before (zero for padding rows).
+
+    A rollout from an episode's one real frame has no track for its first K - 1 steps, and the flow,
+    which then moves the objects, lets them fall behind (10-step errors of 4-15 px on Balls, README).
+    The prompt gives each ball's start velocity, and gravity gives its parabola: the track a ball so
+    thrown had before the start is a track like those the dynamics were fitted to."""
+    key = json.dumps(camera.to_dict() if hasattr(camera, "to_dict") else camera, sort_keys=True)
+    return _start_path_px(text, family, max_objects, steps, key)
+
+
+@lru_cache(maxsize=65536)
+def _start_path_px(text: str, family: str, max_objects: int, steps: int, camera_json: str) -> np.ndarray:
+    from worldsim.model.script_map import ScriptMapConfig, project_boxes
+    from worldsim.scenes import free_path, parse_prompt
+
+    camera = ScriptMapConfig(**json.loads(camera_json))
+    spec = parse_prompt(text, family)
+    times = -np.arange(steps + 1) / camera.control_hz  # the start, then 1..steps steps before it
+    centres = np.stack([free_path(spec, t) for t in times], 1)[:max_objects]  # [N, steps + 1, 3]
+    points = np.zeros((*centres.shape[:2], 6))  # footprints of no size: their box is the point
+    points[..., :2], points[..., 2], points[..., 3] = centres[..., :2], centres[..., 2], centres[..., 2]
+    box = project_boxes(points.reshape(1, -1, 6), np.zeros(1), camera)[0].reshape(*centres.shape[:2], 4)
+    uv = np.stack([box[..., 0] + box[..., 1], box[..., 2] + box[..., 3]], -1) / 2
+    out = np.zeros((max_objects, steps, 2), np.float32)
+    out[: len(uv)] = uv[:, 1:] - uv[:, :1]
+    out.flags.writeable = False  # shared between calls
+    return out
+
+
+def fill_before_start(
+    centroid: torch.Tensor, mask: torch.Tensor, before: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A context's tracks ``centroid[B, K, N, 2]`` with the frames before an episode's start (the
+    leading padding ``mask[B, K]`` marks False) filled from the first real frame by ``before[B, N,
+    K - 1, 2]`` (``start_path_px``: the offset j steps before the start in row j - 1), and which
+    frames are now whole, ``bool[B, K]``. A context whose padding is not all before its real frames,
+    or that has no real frame, is left as it is."""
+    b, k = mask.shape
+    mask = mask.bool()
+    i = torch.arange(k, device=mask.device)
+    first = mask.float().argmax(1)  # the first real frame: the episode's start
+    leading = mask.any(1) & (mask == (i[None] >= first[:, None])).all(1)
+    steps_before = first[:, None] - i[None]  # [B, K]: > 0 on the padding
+    pad = (steps_before > 0) & leading[:, None]
+    row = (steps_before - 1).clamp(0, k - 2)
+    n = centroid.shape[2]
+    offset = torch.gather(before.transpose(1, 2), 1, row[..., None, None].expand(b, k, n, 2))
+    anchor = torch.gather(centroid, 1, first.view(b, 1, 1, 1).expand(b, 1, n, 2))
+    filled = torch.where(pad[..., None, None], anchor + offset.to(centroid.dtype), centroid)
+    return filled, mask | pad
 
 
 class ObjectDynamics(nn.Module):

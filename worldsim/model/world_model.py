@@ -63,7 +63,14 @@ from worldsim.model.first_frame import FirstFrameNet, draw_first_frames
 from worldsim.model.heading import HEADING_FEATURES, HeadingDynamics, heading_features
 from worldsim.model.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.model.motion import colour_moves
-from worldsim.model.object_dynamics import ObjectDynamics, described_prompt, object_tracks, shows_colour
+from worldsim.model.object_dynamics import (
+    ObjectDynamics,
+    described_prompt,
+    fill_before_start,
+    object_tracks,
+    shows_colour,
+    start_path_px,
+)
 from worldsim.model.odometer_dynamics import known_step, make_odometer_dynamics
 from worldsim.model.odometry import OdometerConfig, odometer_m, step_m
 from worldsim.model.pixels import to_float, to_uint8
@@ -114,6 +121,7 @@ class WorldModelConfig:
     object_dynamics_width: int = 256  # the dynamics network's width
     object_max: int = 0  # objects a prompt names at most (from the scene, with object_dynamics)
     object_properties: int = 0  # physical properties the prompt gives each (from the scene)
+    object_start_path: bool = False  # a one-frame start's tracks go back along the prompt's free paths
     first_frame_layout: bool = False  # text-to-video draws frame 0 over the prompt's layout (``first_frame``)
     first_frame_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # that U-Net's widths
     vocab: list[str] = field(default_factory=lambda: ["<pad>", "<unk>", "<num>"])
@@ -274,6 +282,24 @@ def check_still_colours(colours: list[list[int]], cfg: WorldModelConfig) -> list
             "(it needs flow_channels)"
         )
     return colours
+
+
+def check_start_path(cfg: WorldModelConfig) -> None:
+    """A ``ValueError`` unless a generator of ``cfg`` can go back along its prompts' free paths
+    (``object_start_path``): its objects move by dynamics, and the paths are projected through a
+    fixed camera. Checked when a generator is built and when a sampling setting turns it on
+    (``worldsim.checkpoints.with_sampling``)."""
+    if not isinstance(cfg.object_start_path, bool):
+        raise ValueError(f"object_start_path is true or false, got {cfg.object_start_path!r}")
+    if not cfg.object_start_path:
+        return
+    if not cfg.object_dynamics:
+        raise ValueError("object_start_path fills the tracks object dynamics read: it needs object_dynamics")
+    if cfg.script_map_camera is None or cfg.script_map_camera.follows:
+        raise ValueError(
+            "object_start_path projects the prompt's free paths through the scene's fixed camera: give "
+            "script_map_camera (training fills it from the scene)"
+        )
 
 
 def motion_mask(
@@ -449,6 +475,7 @@ class WorldModel(nn.Module):
                 (cfg.height, cfg.width),
             )
             self.object_dynamics.requires_grad_(False)
+        check_start_path(cfg)
         if cfg.first_frame_layout:
             if cfg.script_map_camera is None or cfg.script_map_camera.follows:
                 raise ValueError(
@@ -481,29 +508,43 @@ class WorldModel(nn.Module):
         embedding = self.prompt_encoder(ids.to(device), values.to(device))
         if not self.cfg.object_dynamics:
             return embedding
-        described = np.stack([described_prompt(c, self.cfg.family, self.cfg.object_max) for c in captions])
-        return torch.cat([embedding, torch.from_numpy(described).to(device)], 1)
+        cfg = self.cfg
+        rows = [described_prompt(c, cfg.family, cfg.object_max) for c in captions]
+        if cfg.object_start_path:  # then where each object was before the start, in pixels
+            steps = cfg.context - 1
+            paths = (
+                start_path_px(c, cfg.family, cfg.object_max, steps, cfg.script_map_camera) for c in captions
+            )
+            rows = [np.concatenate([r, p.reshape(-1)]) for r, p in zip(rows, paths, strict=True)]
+        return torch.cat([embedding, torch.from_numpy(np.stack(rows)).to(device)], 1)
 
     def prompt_embedding(self, prompt: torch.Tensor) -> torch.Tensor:
         """The learned embedding part of ``encode_prompts``' output, which the networks read."""
         return prompt[:, : self.cfg.prompt.out_dim]
 
-    def _object_description(self, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(colours int[B, N, 3], properties[B, N, P], present bool[B, N], agent bool[B, N])`` from
-        ``encode_prompts``' output (object dynamics only)."""
+    def _object_description(self, prompt: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """``(colours int[B, N, 3], properties[B, N, P], present bool[B, N], agent bool[B, N],
+        before[B, N, K - 1, 2] or None)`` from ``encode_prompts``' output (object dynamics only);
+        ``before`` with ``object_start_path``."""
         cfg = self.cfg
-        rows = prompt[:, cfg.prompt.out_dim :].float().view(prompt.shape[0], cfg.object_max, -1)
-        p = cfg.object_properties
-        if rows.shape[-1] != 5 + p:
+        b, n, p = prompt.shape[0], cfg.object_max, cfg.object_properties
+        described = n * (5 + p)
+        path = n * (cfg.context - 1) * 2 if cfg.object_start_path else 0
+        rest = prompt[:, cfg.prompt.out_dim :].float()
+        if rest.shape[1] != described + path:
             raise ValueError(
-                f"this generator reads {cfg.object_max} objects of {p} properties from its prompts: pass "
-                "encode_prompts' output whole"
+                f"this generator reads {n} objects of {p} properties"
+                + (" and their paths before the start" if path else "")
+                + " from its prompts: pass encode_prompts' output whole (encoded with the same "
+                "object_start_path)"
             )
+        rows = rest[:, :described].view(b, n, 5 + p)
         return (
             rows[..., :3].round().long(),
             rows[..., 3 : 3 + p],
             rows[..., 3 + p] > 0.5,
             rows[..., 4 + p] > 0.5,
+            rest[:, described:].view(b, n, cfg.context - 1, 2) if path else None,
         )
 
     def _cond(
@@ -786,10 +827,16 @@ class WorldModel(nn.Module):
     ) -> torch.Tensor:
         """``flow`` with each object's pixels in the last frame set to the move its dynamics predict
         (``object_dynamics``), where it was seen in every context frame the mask marks real, and all
-        of them are real; elsewhere (an object just entering, a rollout's first frames) the flow's."""
-        colours, properties, present, agent = self._object_description(prompt)
+        of them are real; elsewhere (an object just entering, a rollout's first frames) the flow's.
+        With ``object_start_path`` the frames before an episode's start (the context's leading
+        padding) hold each object where the prompt's free path had it (``fill_before_start``), so
+        the dynamics move the objects from the first step."""
+        colours, properties, present, agent, before = self._object_description(prompt)
         centroid, count = object_tracks(context_uint8, colours)
-        tracked = present & ~torch.isnan(centroid).any(-1).any(1) & context_mask.bool().all(1, keepdim=True)
+        whole = context_mask.bool()
+        if before is not None:
+            centroid, whole = fill_before_start(centroid, whole, before)
+        tracked = present & ~torch.isnan(centroid).any(-1).any(1) & whole.all(1, keepdim=True)
         moves = self.object_dynamics(
             centroid.nan_to_num(0.0), count[:, -1], properties, tracked, agent, action.float()
         )

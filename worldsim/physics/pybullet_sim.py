@@ -26,8 +26,8 @@ from worldsim.physics.drive_state import drive_state
 from worldsim.scenes import balls, drive, family_of, push
 from worldsim.scenes.base import Family
 from worldsim.scenes.colours import rgb_uint8
+from worldsim.scenes.mjcf import GRAVITY_MPS2
 
-GRAVITY_MPS2 = 9.81
 # Contacts are kept only while the bodies are this close (m). Bullet's default (2 cm) keeps a
 # bouncing ball's contact alive after it leaves the floor and drops the restitution of low bounces.
 CONTACT_BREAKING_M = 0.001

@@ -70,6 +70,16 @@ def layout_of(spec: Any) -> tuple[Footprint, ...]:
     return fam.layout(spec)
 
 
+def free_path(spec: Any, t_s: float) -> np.ndarray:
+    """Each object's position ``[objects, 3]`` (metres) ``t_s`` seconds from the start on the free
+    path ``spec``'s prompt starts it on (``Family.free_path``). A family whose prompts start nothing
+    moving freely is refused."""
+    fam = family_of(spec)
+    if fam.free_path is None:
+        raise ValueError(_no_free_path(fam.name))
+    return np.asarray(fam.free_path(spec, t_s), dtype=float)
+
+
 def start_step_m(spec: Any) -> float:
     """How far the followed camera moves in one control step at the speed ``spec``'s prompt starts it
     with (Drive: the ego car's), NaN in a family whose camera follows nothing moving: what a
@@ -108,6 +118,20 @@ def layout_camera(family: str, width: int, height: int) -> dict:
     if fam.layout is None:
         raise ValueError(_no_layout(fam.name))
     return scene_camera(family, width, height)
+
+
+def free_path_camera(family: str, width: int, height: int) -> dict:
+    """The camera a prompt's free paths are projected through (``scene_camera``), for a family whose
+    prompts start objects on them (``Family.free_path``) seen by a fixed camera."""
+    fam = family_of(family)
+    if fam.free_path is None:
+        raise ValueError(_no_free_path(fam.name))
+    return scene_camera(family, width, height)
+
+
+def _no_free_path(family: str) -> str:
+    free = [name for name, f in FAMILIES.items() if f.free_path is not None]
+    return f"{family}'s prompts start nothing on a free path ({', '.join(free)} do)"
 
 
 def _no_layout(family: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from worldsim.scenes import prompts
 from worldsim.scenes.base import CameraRig, Family, Footprint, ObjectInfo, check_split, quantise, uniform
 from worldsim.scenes.colours import OBJECT_COLOURS, rgb_uint8
-from worldsim.scenes.mjcf import document, solref_for_restitution
+from worldsim.scenes.mjcf import GRAVITY_MPS2, document, solref_for_restitution
 from worldsim.scenes.prompts import Attribute, PromptError, check_range
 
 HALF_WIDTH_M = 1.0  # inner arena spans x in [-1, 1]
@@ -67,7 +67,7 @@ class BallsSpec:
 
     def agent_force_n(self) -> float:
         """Force in newtons that an action of 1.0 applies on each axis."""
-        return AGENT_FORCE_G * self.agent.mass_kg * 9.81
+        return AGENT_FORCE_G * self.agent.mass_kg * GRAVITY_MPS2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +313,16 @@ def start_layout(spec: BallsSpec) -> tuple[Footprint, ...]:
     return (band, *balls)
 
 
+def free_path(spec: BallsSpec, t_s: float) -> np.ndarray:
+    """Each ball's centre ``[balls, 3]`` ``t_s`` seconds from the start on the parabola its prompt
+    starts it on (its position and velocity, gravity): where it flies until it touches something or
+    is pushed, and, before the start (``t_s < 0``), where a ball so thrown was."""
+    t = float(t_s)
+    return np.array(
+        [[b.x_m + b.vx_mps * t, 0.0, b.z_m + b.vz_mps * t - 0.5 * GRAVITY_MPS2 * t * t] for b in spec.balls]
+    )
+
+
 PROPERTIES = ("radius_m", "mass_kg", "restitution", "friction")
 
 
@@ -335,4 +345,5 @@ FAMILY = Family(
     substeps=50,
     properties=properties,
     layout=start_layout,
+    free_path=free_path,
 )

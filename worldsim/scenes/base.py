@@ -93,6 +93,11 @@ class Family:
     # does not say): the layout a generator's first frame from the prompt alone is drawn over
     # (``worldsim.model.first_frame``).
     layout: Callable[[Any], tuple[Footprint, ...]] | None = None
+    # Each object's position ``[objects, 3]`` (metres, ``objects`` order) a time in seconds from the
+    # start on the free path its prompt starts it on: no contact, no action (``None``: the family's
+    # prompts start nothing moving freely). What a rollout from one real frame takes as the track
+    # before it (``worldsim.model.object_dynamics.start_path_px``).
+    free_path: Callable[[Any, float], np.ndarray] | None = None
 
     @property
     def timestep_s(self) -> float:

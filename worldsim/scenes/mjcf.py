@@ -7,6 +7,9 @@ from collections.abc import Iterable
 from worldsim.scenes.base import CameraRig
 from worldsim.scenes.colours import rgba
 
+GRAVITY_MPS2 = 9.81
+"""The scenes' downward acceleration (MuJoCo's default, written into every document)."""
+
 
 def material(name: str, colour: str) -> str:
     # Emission 1 with a black headlight and no other light renders exactly the material colour: flat,
@@ -36,7 +39,7 @@ def document(
     worldbody = "\n".join([*(camera(c) for c in cameras), worldbody])
     return f"""<mujoco model="{model}">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{timestep_s}" gravity="0 0 -9.81" integrator="implicitfast" cone="{cone}"/>
+  <option timestep="{timestep_s}" gravity="0 0 -{GRAVITY_MPS2}" integrator="implicitfast" cone="{cone}"/>
   <visual>
     <global offwidth="1024" offheight="1024"/>
     <quality shadowsize="0" offsamples="0"/>

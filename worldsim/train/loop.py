@@ -20,6 +20,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,8 @@ def build_model_config(
         cfg.script_map_camera = ScriptMapConfig(**script_map_camera(dataset.family, cfg.width, cfg.height))
     if cfg.first_frame_layout:
         cfg.script_map_camera = cfg.script_map_camera or first_frame_camera(dataset.family, cfg)
+    if cfg.object_start_path:
+        cfg.script_map_camera = cfg.script_map_camera or start_path_camera(dataset.family, cfg)
     if cfg.object_dynamics:
         cfg.object_max, cfg.object_properties = object_counts(dataset)
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
@@ -185,6 +188,18 @@ def first_frame_camera(family: str, cfg: WorldModelConfig) -> ScriptMapConfig:
         raise ValueError(
             f"model.first_frame_layout=true draws a first frame over the prompt's layout: {e}"
         ) from e
+
+
+def start_path_camera(family: str, cfg: WorldModelConfig) -> ScriptMapConfig:
+    """The camera a generator's prompts' free paths are projected through (``model.object_start_path``):
+    the scene's fixed one, for a family whose prompts start objects on free paths, else a
+    ``ValueError`` naming the setting."""
+    from worldsim.scenes import free_path_camera
+
+    try:
+        return ScriptMapConfig(**free_path_camera(family, cfg.width, cfg.height))
+    except ValueError as e:
+        raise ValueError(f"model.object_start_path=true goes back along the prompts' free paths: {e}") from e
 
 
 def object_counts(dataset: Dataset) -> tuple[int, int]:
@@ -872,7 +887,8 @@ def train(run: RunConfig) -> Path:
             model_cfg.script_map_camera,
             cfg.first_frame_fit_steps,
         )
-        fitted = _fitted_on_cpu(model.first_frame, fit_first_frame, first, cfg.seed)
+        fit = partial(fit_first_frame, progress=rank == 0)
+        fitted = _fitted_on_cpu(model.first_frame, fit, first, cfg.seed)
         if rank == 0:
             print(f"first frame fitted: {json.dumps(fitted)}", flush=True)
             (out / "first_frame.json").write_text(json.dumps(fitted, indent=2))
