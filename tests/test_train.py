@@ -644,10 +644,11 @@ def test_object_dynamics_are_fitted_before_a_run_and_kept_by_training_and_fine_t
     model = WorldModel(WorldModelConfig.from_dict(objects.config))
     model.load_state_dict(objects.state_dict)
     fitted = {k: v for k, v in objects.state_dict.items() if k.startswith("object_dynamics.")}
-    again = load_checkpoint(
-        train(tiny_run(tiny_data, tmp_path / "again", steps=2, init=str(objects.path), **fit))
-    )
+    again_run = tiny_run(tiny_data, tmp_path / "again", steps=2, init=str(objects.path), **fit)
+    again_run.model.object_start_path = True  # a sampling setting the fine-tuning carries on
+    again = load_checkpoint(train(again_run))
     assert all(torch.equal(again.state_dict[k], v) for k, v in fitted.items())  # not refitted, not trained
+    assert again.config["object_start_path"] and not again.config["script_map_camera"]["follows"]
     flowing = tiny_run(tiny_data, tmp_path / "flowing", steps=1, motion_share=1.0)
     flowing.model.flow_channels = [8, 8]
     added = tiny_run(tiny_data, tmp_path / "added", steps=1, init=str(train(flowing)), **fit)

@@ -226,7 +226,10 @@ def fit_first_frame(
         figures.update(first_frame_figures(drawn.numpy(), frames[test], caps, family))
         bars = {
             "mean_frame": np.broadcast_to(mean_frame, frames[test].shape),
-            "painted_map": to_uint8(painted(mean.expand(len(test), -1, -1, -1), layouts[test])).numpy(),
+            # what an unfitted net draws, snapped as every drawn frame is
+            "painted_map": snap_to_palette(
+                to_uint8(painted(mean.expand(len(test), -1, -1, -1), layouts[test])), caps, family
+            ).numpy(),
         }
         for name, bar in bars.items():
             figures.update(

@@ -137,8 +137,9 @@ def start_path_px(text: str, family: str, max_objects: int, steps: int, camera: 
 
     A rollout from an episode's one real frame has no track for its first K - 1 steps, and the flow,
     which then moves the objects, lets them fall behind (10-step errors of 4-15 px on Balls, README).
-    The prompt gives each ball's start velocity, and gravity gives its parabola: the track a ball so
-    thrown had before the start is a track like those the dynamics were fitted to."""
+    The prompt gives each ball's start velocity, and gravity gives its parabola: the moves along it
+    before the start are moves like those the dynamics were fitted to (the path goes on through a
+    floor or a wall in its way: ``Family.free_path``)."""
     key = json.dumps(camera.to_dict() if hasattr(camera, "to_dict") else camera, sort_keys=True)
     return _start_path_px(text, family, max_objects, steps, key)
 

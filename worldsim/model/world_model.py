@@ -293,12 +293,15 @@ def check_start_path(cfg: WorldModelConfig) -> None:
         raise ValueError(f"object_start_path is true or false, got {cfg.object_start_path!r}")
     if not cfg.object_start_path:
         return
+    from worldsim.scenes import free_path_camera
+
     if not cfg.object_dynamics:
         raise ValueError("object_start_path fills the tracks object dynamics read: it needs object_dynamics")
+    free_path_camera(cfg.family, cfg.width, cfg.height)  # refuses a family whose prompts give no free paths
     if cfg.script_map_camera is None or cfg.script_map_camera.follows:
         raise ValueError(
             "object_start_path projects the prompt's free paths through the scene's fixed camera: give "
-            "script_map_camera (training fills it from the scene)"
+            "script_map_camera, a camera that does not follow anything (training fills it from the scene)"
         )
 
 
@@ -500,8 +503,10 @@ class WorldModel(nn.Module):
 
     def encode_prompts(self, captions: list[str]) -> torch.Tensor:
         """What the generator reads from each prompt, ``[B, P]``: the learned embedding and, with object
-        dynamics, each object's colour, properties and flags as the grammar parses them
-        (``_object_description``), after it. Callers hand it on whole; ``prompt_embedding`` is the
+        dynamics, each object's colour, properties and flags as the grammar parses them, then with
+        ``object_start_path`` each object's pixel offsets 1..K-1 steps before the start
+        (``start_path_px``; ``_object_description`` reads both back), after it. Callers hand it on
+        whole, encoded under the sampling settings they sample with; ``prompt_embedding`` is the
         part the networks read."""
         ids, values = self.tokenizer.encode(captions)
         device = next(self.parameters()).device

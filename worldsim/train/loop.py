@@ -802,6 +802,11 @@ def train(run: RunConfig) -> Path:
             model_cfg.flow_dither = True  # and dither a flow's moves (no weights change)
         if run.model.flow_still_colours:  # no weights; a generator without a flow refuses them
             model_cfg.flow_still_colours = [list(c) for c in run.model.flow_still_colours]
+        if run.model.object_start_path:  # no weights; a generator without dynamics refuses it
+            model_cfg.object_start_path = True
+            model_cfg.script_map_camera = model_cfg.script_map_camera or start_path_camera(
+                dataset.family, model_cfg
+            )
         # The noise levels training draws are a training setting, not the architecture: the run's own.
         for name in TRAINING_NOISE_SETTINGS:
             was, now = getattr(model_cfg.edm, name), getattr(run.model.edm, name)
