@@ -44,7 +44,7 @@ def test_shipped_checkpoint_follows_mujoco_for_10_steps(family: str) -> None:
     assert float(np.mean(errors)) < BOUND_PX, f"{family}: centroid errors {errors} px"
 
 
-@pytest.mark.parametrize("family", ["balls", "push"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_shipped_checkpoint_draws_the_prompts_first_frame(family: str) -> None:
     # text to video: from the prompt alone, every body MuJoCo's first frame shows is drawn, near where
     # MuJoCo draws it (the generator's own first frame drew none of Balls' balls: README)

@@ -480,11 +480,10 @@ class WorldModel(nn.Module):
             self.object_dynamics.requires_grad_(False)
         check_start_path(cfg)
         if cfg.first_frame_layout:
-            if cfg.script_map_camera is None or cfg.script_map_camera.follows:
+            if cfg.script_map_camera is None:
                 raise ValueError(
-                    "a first frame is drawn over the prompt's layout seen through the scene's fixed camera: "
-                    "give script_map_camera (training fills it from the scene; a camera that follows a "
-                    "car sees no layout the prompt fixes)"
+                    "a first frame is drawn over the prompt's layout seen through the scene's camera, "
+                    "before it has moved: give script_map_camera (training fills it from the scene)"
                 )
             # Fitted to the dataset's first frames before the generator trains (train.loop), then kept.
             # Drawn from a seed of its own, so the generator's other weights and the run's later draws

@@ -62,8 +62,8 @@ def _no_agents(t_s: float) -> tuple[Footprint, ...]:
 
 def layout_of(spec: Any) -> tuple[Footprint, ...]:
     """Every body ``spec``'s prompt places, where it starts, back to front: what a generator's first
-    frame from the prompt alone is drawn over (``worldsim.model.first_frame``). A family that does
-    not say (Drive, whose followed camera shows the road the prompt does not lay out) is refused."""
+    frame from the prompt alone is drawn over (``worldsim.model.first_frame``), seen by the scene's
+    camera before it moves. A family that does not say is refused."""
     fam = family_of(spec)
     if fam.layout is None:
         raise ValueError(_no_layout(fam.name))

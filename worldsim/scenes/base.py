@@ -91,7 +91,8 @@ class Family:
     properties: Callable[[Any], Any] | None = None
     # Every body the prompt places, where it stands at the start, back to front (``None``: the family
     # does not say): the layout a generator's first frame from the prompt alone is drawn over
-    # (``worldsim.model.first_frame``).
+    # (``worldsim.model.first_frame``), as the camera sees it before it moves (Drive's: the road
+    # around the start and the cars).
     layout: Callable[[Any], tuple[Footprint, ...]] | None = None
     # Each object's position ``[objects, 3]`` (metres, ``objects`` order) a time in seconds from the
     # start on the free path its prompt starts it on: no contact, no action (``None``: the family's

@@ -392,6 +392,30 @@ def scripted_footprints(spec: DriveSpec, t_s: float) -> tuple[Footprint, ...]:
     return tuple(out)
 
 
+def start_layout(spec: DriveSpec) -> tuple[Footprint, ...]:
+    """What the following camera shows at the reset, back to front: the road, its edge lines and the
+    centre line's dashes around the start (the camera has not moved, and the road is the same in
+    every world), the lead car where its gap puts it and the ego car in its lane. The pedestrian
+    waits 25-55 m down the road, out of the first frame's view; so mostly does the lead car."""
+    road, marking = rgb_uint8("road"), rgb_uint8("marking")
+    flat = (0.0, 0.0015)
+    view = CAMERAS[0].pos_m[0]  # the view's centre along the road at the reset
+    out = [Footprint(road, view, 0.0, *flat, 25.0, ROAD_HALF_WIDTH_M)]
+    edge = ROAD_HALF_WIDTH_M - MARK_HALF_WIDTH_M - 0.05
+    out += [Footprint(marking, view, y, *flat, 25.0, MARK_HALF_WIDTH_M) for y in (edge, -edge)]
+    dashes = np.arange(ROAD_START_M, ROAD_END_M, DASH_PERIOD_M)
+    for x0 in dashes[np.abs(dashes + DASH_M / 2 - view) < 25.0]:
+        out.append(Footprint(marking, float(x0 + DASH_M / 2), 0.0, *flat, DASH_M / 2, MARK_HALF_WIDTH_M))
+    car_z = (CHASSIS_Z_M - CAR_HALF[2], CHASSIS_Z_M + CAR_HALF[2])
+    if spec.lead_colour:
+        lead = spec.agent_positions(0.0)[0]
+        out.append(
+            Footprint(rgb_uint8(spec.lead_colour), float(lead[0]), float(lead[1]), *car_z, *CAR_HALF[:2])
+        )
+    out.append(Footprint(rgb_uint8(spec.ego_colour), 0.0, lane_y(spec.ego_lane), *car_z, *CAR_HALF[:2]))
+    return tuple(out)
+
+
 def ego_start_speed_mps(spec: DriveSpec) -> float:
     """The ego car's speed at the reset (the camera follows it along the road)."""
     return spec.ego_speed_mps
@@ -411,4 +435,5 @@ FAMILY = Family(
     substeps=50,
     scripted=scripted_footprints,
     start_speed_mps=ego_start_speed_mps,
+    layout=start_layout,
 )
