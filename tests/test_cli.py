@@ -120,3 +120,4 @@ def test_scene_recipes_compose_on_the_defaults():
     assert balls.unet.channels == [16, 32, 64] and not balls.unet.attention
     drive = _model_config(load_config("train", ["scene=drive", "model=drive"]).model)
     assert drive.odometer and drive.heading and drive.script_map and drive.odometer_trail == 8
+    assert drive.first_frame_layout
