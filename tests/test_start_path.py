@@ -98,3 +98,25 @@ def test_the_fill_goes_only_into_the_frames_before_an_episodes_start():
     filled, whole = fill_before_start(centroid[:2], odd, before[:2])
     assert torch.equal(whole, odd)
     torch.testing.assert_close(filled, centroid[:2], equal_nan=True)
+
+
+def test_a_generator_of_a_family_without_free_paths_is_refused_the_start_path():
+    from worldsim.model.world_model import WorldModelConfig, check_start_path
+
+    camera = ScriptMapConfig(**scenes.scene_camera("push", 64, 64))
+    cfg = WorldModelConfig(
+        family="push",
+        flow_channels=[8, 8],
+        object_dynamics=True,
+        object_max=1,
+        object_properties=1,
+        script_map_camera=camera,
+        object_start_path=True,
+    )
+    with pytest.raises(ValueError, match="free path"):
+        check_start_path(cfg)
+    check_start_path(
+        replace(
+            cfg, family="balls", script_map_camera=ScriptMapConfig(**scenes.scene_camera("balls", 64, 64))
+        )
+    )

@@ -294,8 +294,11 @@ def objects(spec: BallsSpec) -> tuple[ObjectInfo, ...]:
 
 
 def start_layout(spec: BallsSpec) -> tuple[Footprint, ...]:
-    """The goal band on the backdrop, then each ball (a sphere: the disc in its box) where the
-    prompt starts it: the bodies a first frame from the prompt alone shows."""
+    """The goal band on the backdrop, then each ball where the prompt starts it: the bodies a first
+    frame from the prompt alone shows. A ball is the disc through its centre facing the camera, whose
+    outline is the sphere's near the frame's centre (off axis a sphere images a little longer along
+    the radius, about 5 % at 18 degrees; its box's near face, a radius closer to the camera, drew it
+    1.2x MuJoCo's size)."""
     band = Footprint(rgb_uint8("goal"), spec.goal_x_m, DEPTH_M - 0.005, 0.0, HEIGHT_M, 0.06, 0.005)
     balls = tuple(
         Footprint(
@@ -305,7 +308,7 @@ def start_layout(spec: BallsSpec) -> tuple[Footprint, ...]:
             b.z_m - b.radius_m,
             b.z_m + b.radius_m,
             b.radius_m,
-            b.radius_m,
+            0.0,
             True,
         )
         for b in spec.balls

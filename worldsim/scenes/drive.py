@@ -395,8 +395,9 @@ def scripted_footprints(spec: DriveSpec, t_s: float) -> tuple[Footprint, ...]:
 def start_layout(spec: DriveSpec) -> tuple[Footprint, ...]:
     """What the following camera shows at the reset, back to front: the road, its edge lines and the
     centre line's dashes around the start (the camera has not moved, and the road is the same in
-    every world), the lead car where its gap puts it and the ego car in its lane. The pedestrian
-    waits 25-55 m down the road, out of the first frame's view; so mostly does the lead car."""
+    every world), the scripted agents where the script puts them at the start (the lead car at its
+    gap, the pedestrian waiting at the kerb: out of view in the sampled worlds, in view in a prompt
+    that puts them within about 10 m) and the ego car in its lane."""
     road, marking = rgb_uint8("road"), rgb_uint8("marking")
     flat = (0.0, 0.0015)
     view = CAMERAS[0].pos_m[0]  # the view's centre along the road at the reset
@@ -406,12 +407,8 @@ def start_layout(spec: DriveSpec) -> tuple[Footprint, ...]:
     dashes = np.arange(ROAD_START_M, ROAD_END_M, DASH_PERIOD_M)
     for x0 in dashes[np.abs(dashes + DASH_M / 2 - view) < 25.0]:
         out.append(Footprint(marking, float(x0 + DASH_M / 2), 0.0, *flat, DASH_M / 2, MARK_HALF_WIDTH_M))
+    out += scripted_footprints(spec, 0.0)
     car_z = (CHASSIS_Z_M - CAR_HALF[2], CHASSIS_Z_M + CAR_HALF[2])
-    if spec.lead_colour:
-        lead = spec.agent_positions(0.0)[0]
-        out.append(
-            Footprint(rgb_uint8(spec.lead_colour), float(lead[0]), float(lead[1]), *car_z, *CAR_HALF[:2])
-        )
     out.append(Footprint(rgb_uint8(spec.ego_colour), 0.0, lane_y(spec.ego_lane), *car_z, *CAR_HALF[:2]))
     return tuple(out)
 
