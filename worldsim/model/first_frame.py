@@ -1,18 +1,19 @@
 """A first frame from the prompt alone, drawn over a map of where the prompt places each body.
 
 Text-to-video asks a generator for frame 0 with no frame to go on. The frame U-Net learns it from
-the share of its rows whose context is empty (``train.first_frame_prob``, 5 %), and on the
-fixed-camera scenes it did not: the shipped Balls generator drew the data's mean frame and no ball,
-Push's a blur of colours (README, "Text to video"). Its one conditioning vector gives each object's
+the share of its rows whose context is empty (``train.first_frame_prob``, 5 %), and it did not:
+the Balls generator drew the data's mean frame and no ball, Push's a blur of colours, Drive's its
+ego car 10 px off (README, "Text to video"). Its one conditioning vector gives each object's
 place as a number, and a convolutional network has no easy way to put a disc where a number says.
 The layout map takes that step for it, as Drive's script map does for the agents its prompt
-scripts: every body the prompt places (``Family.layout``: the goal band and the balls, or the goal
-marker, the object and the pusher), projected through the scene's camera and painted in its colour
-(``worldsim.model.script_map.paint``). A small U-Net reads the map beside the generator's mean
+scripts: every body the prompt places (``Family.layout``: the goal band and the balls; the goal
+marker, the object and the pusher; the road and the cars), projected through the scene's camera
+before it moves and painted in its colour (``worldsim.model.script_map.paint``). A small U-Net reads the map beside the generator's mean
 frame and its own embedding of the prompt (a Push box's yaw, which the map's axis-aligned box does
 not show) and draws the frame as a change from the map painted over the mean frame: the scenery
-without the mean's ghosts, each body's true shape and size. Nothing of the truth enters: the map is
-the prompt and the camera.
+without the mean's ghosts, each body's true shape and size. The frame drawn is snapped to the flat
+colours of the prompt's scene, as MuJoCo draws it (``snap_to_palette``). Nothing of the truth
+enters: the map is the prompt and the camera.
 
 Fitted apart from the frame model, to a dataset's first frames (``fit_first_frame``), before the
 generator trains, then kept: the frame loss never reaches it.
