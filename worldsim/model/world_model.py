@@ -293,11 +293,11 @@ def check_start_path(cfg: WorldModelConfig) -> None:
         raise ValueError(f"object_start_path is true or false, got {cfg.object_start_path!r}")
     if not cfg.object_start_path:
         return
-    from worldsim.scenes import free_path_camera
+    from worldsim.scenes import family_with
 
     if not cfg.object_dynamics:
         raise ValueError("object_start_path fills the tracks object dynamics read: it needs object_dynamics")
-    free_path_camera(cfg.family, cfg.width, cfg.height)  # refuses a family whose prompts give no free paths
+    family_with(cfg.family, "free_path")  # refuses a family whose prompts give no free paths
     if cfg.script_map_camera is None or cfg.script_map_camera.follows:
         raise ValueError(
             "object_start_path projects the prompt's free paths through the scene's fixed camera: give "

@@ -64,20 +64,14 @@ def layout_of(spec: Any) -> tuple[Footprint, ...]:
     """Every body ``spec``'s prompt places, where it starts, back to front: what a generator's first
     frame from the prompt alone is drawn over (``worldsim.model.first_frame``), seen by the scene's
     camera before it moves. A family that does not say is refused."""
-    fam = family_of(spec)
-    if fam.layout is None:
-        raise ValueError(_no_layout(fam.name))
-    return fam.layout(spec)
+    return family_with(spec, "layout").layout(spec)
 
 
 def free_path(spec: Any, t_s: float) -> np.ndarray:
     """Each object's position ``[objects, 3]`` (metres) ``t_s`` seconds from the start on the free
     path ``spec``'s prompt starts it on (``Family.free_path``). A family whose prompts start nothing
     moving freely is refused."""
-    fam = family_of(spec)
-    if fam.free_path is None:
-        raise ValueError(_no_free_path(fam.name))
-    return np.asarray(fam.free_path(spec, t_s), dtype=float)
+    return np.asarray(family_with(spec, "free_path").free_path(spec, t_s), dtype=float)
 
 
 def start_step_m(spec: Any) -> float:
@@ -114,29 +108,28 @@ def script_map_camera(family: str, width: int, height: int) -> dict:
 def layout_camera(family: str, width: int, height: int) -> dict:
     """The camera a prompt's start layout is drawn through (``scene_camera``), for a family whose
     prompts lay one out (``Family.layout``)."""
-    fam = family_of(family)
-    if fam.layout is None:
-        raise ValueError(_no_layout(fam.name))
+    family_with(family, "layout")
     return scene_camera(family, width, height)
 
 
 def free_path_camera(family: str, width: int, height: int) -> dict:
     """The camera a prompt's free paths are projected through (``scene_camera``), for a family whose
     prompts start objects on them (``Family.free_path``) seen by a fixed camera."""
-    fam = family_of(family)
-    if fam.free_path is None:
-        raise ValueError(_no_free_path(fam.name))
+    family_with(family, "free_path")
     return scene_camera(family, width, height)
 
 
-def _no_free_path(family: str) -> str:
-    free = [name for name, f in FAMILIES.items() if f.free_path is not None]
-    return f"{family}'s prompts start nothing on a free path ({', '.join(free)} do)"
+_LACKING = {"layout": "give no start layout", "free_path": "start nothing on a free path"}
 
 
-def _no_layout(family: str) -> str:
-    laid = [name for name, f in FAMILIES.items() if f.layout is not None]
-    return f"{family}'s prompts give no start layout ({', '.join(laid)} do)"
+def family_with(name_or_spec: Any, hook: str) -> Family:
+    """The family of ``name_or_spec`` if its prompts give what its optional field ``hook`` says
+    (``"layout"``, ``"free_path"``), else a ``ValueError`` naming the families whose prompts do."""
+    fam = family_of(name_or_spec)
+    if getattr(fam, hook) is None:
+        having = [name for name, f in FAMILIES.items() if getattr(f, hook) is not None]
+        raise ValueError(f"{fam.name}'s prompts {_LACKING[hook]} ({', '.join(having)} do)")
+    return fam
 
 
 def scene_camera(family: str, width: int, height: int) -> dict:
@@ -175,6 +168,9 @@ __all__ = [
     "PromptError",
     "caption",
     "family_of",
+    "family_with",
+    "free_path",
+    "free_path_camera",
     "parse_prompt",
     "sample",
     "layout_camera",

@@ -38,7 +38,7 @@ from worldsim.model.odometry import OdometerConfig, odometer_m
 from worldsim.model.prompt import PromptTokenizer
 from worldsim.model.script_map import ScriptMapConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig, to_float
-from worldsim.scenes import layout_camera, script_map_camera, scripts_of_prompts
+from worldsim.scenes import free_path_camera, layout_camera, script_map_camera, scripts_of_prompts
 from worldsim.train.checkpoint import (
     Checkpoint,
     checkpoint_dir,
@@ -165,9 +165,13 @@ def build_model_config(
     if cfg.script_map and cfg.script_map_camera is None:
         cfg.script_map_camera = ScriptMapConfig(**script_map_camera(dataset.family, cfg.width, cfg.height))
     if cfg.first_frame_layout:
-        cfg.script_map_camera = cfg.script_map_camera or first_frame_camera(dataset.family, cfg)
+        cfg.script_map_camera = cfg.script_map_camera or prompt_camera(
+            "first_frame_layout", dataset.family, cfg
+        )
     if cfg.object_start_path:
-        cfg.script_map_camera = cfg.script_map_camera or start_path_camera(dataset.family, cfg)
+        cfg.script_map_camera = cfg.script_map_camera or prompt_camera(
+            "object_start_path", dataset.family, cfg
+        )
     if cfg.object_dynamics:
         cfg.object_max, cfg.object_properties = object_counts(dataset)
     if cfg.edm.sigma_data <= 0:  # measure the clean signal's scale on the data
@@ -179,27 +183,21 @@ def build_model_config(
     return cfg
 
 
-def first_frame_camera(family: str, cfg: WorldModelConfig) -> ScriptMapConfig:
-    """The camera a generator's first frames are drawn through (``model.first_frame_layout``): the
-    scene's, for a family whose prompts lay out a start, else a ``ValueError`` naming the setting."""
-    try:
-        return ScriptMapConfig(**layout_camera(family, cfg.width, cfg.height))
-    except ValueError as e:
-        raise ValueError(
-            f"model.first_frame_layout=true draws a first frame over the prompt's layout: {e}"
-        ) from e
+_PROMPT_CAMERAS = {
+    "first_frame_layout": (layout_camera, "draws a first frame over the prompt's layout"),
+    "object_start_path": (free_path_camera, "goes back along the prompts' free paths"),
+}
 
 
-def start_path_camera(family: str, cfg: WorldModelConfig) -> ScriptMapConfig:
-    """The camera a generator's prompts' free paths are projected through (``model.object_start_path``):
-    the scene's fixed one, for a family whose prompts start objects on free paths, else a
+def prompt_camera(setting: str, family: str, cfg: WorldModelConfig) -> ScriptMapConfig:
+    """The scene camera a generator's ``model.<setting>`` draws the prompt through (the layout of a
+    first frame, the free paths before the start), for a family whose prompts give it, else a
     ``ValueError`` naming the setting."""
-    from worldsim.scenes import free_path_camera
-
+    camera_of, what = _PROMPT_CAMERAS[setting]
     try:
-        return ScriptMapConfig(**free_path_camera(family, cfg.width, cfg.height))
+        return ScriptMapConfig(**camera_of(family, cfg.width, cfg.height))
     except ValueError as e:
-        raise ValueError(f"model.object_start_path=true goes back along the prompts' free paths: {e}") from e
+        raise ValueError(f"model.{setting}=true {what}: {e}") from e
 
 
 def object_counts(dataset: Dataset) -> tuple[int, int]:
@@ -778,8 +776,8 @@ def train(run: RunConfig) -> Path:
             # fitted before the run (the frame model is unchanged); a checkpoint's own is kept
             model_cfg.first_frame_layout = True
             model_cfg.first_frame_channels = list(run.model.first_frame_channels)
-            model_cfg.script_map_camera = model_cfg.script_map_camera or first_frame_camera(
-                dataset.family, model_cfg
+            model_cfg.script_map_camera = model_cfg.script_map_camera or prompt_camera(
+                "first_frame_layout", dataset.family, model_cfg
             )
         elif (
             run.model.first_frame_layout
@@ -804,8 +802,8 @@ def train(run: RunConfig) -> Path:
             model_cfg.flow_still_colours = [list(c) for c in run.model.flow_still_colours]
         if run.model.object_start_path:  # no weights; a generator without dynamics refuses it
             model_cfg.object_start_path = True
-            model_cfg.script_map_camera = model_cfg.script_map_camera or start_path_camera(
-                dataset.family, model_cfg
+            model_cfg.script_map_camera = model_cfg.script_map_camera or prompt_camera(
+                "object_start_path", dataset.family, model_cfg
             )
         # The noise levels training draws are a training setting, not the architecture: the run's own.
         for name in TRAINING_NOISE_SETTINGS:
